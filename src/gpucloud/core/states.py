@@ -1,0 +1,70 @@
+"""Job lifecycle: one enum, one transition table. ``store.transitions`` is the only door."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+from gpucloud.core.errors import IllegalTransition
+
+
+class JobState(StrEnum):
+    PENDING = "PENDING"  # stored, not yet admitted
+    QUEUED = "QUEUED"  # admitted, waiting for capacity
+    SCHEDULED = "SCHEDULED"  # placed: allocation rows hold its devices
+    STARTING = "STARTING"  # handed to the engine, process not yet confirmed
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def holds_allocation(self) -> bool:
+        return self in HOLDS_ALLOCATION
+
+
+TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+HOLDS_ALLOCATION = frozenset({JobState.SCHEDULED, JobState.STARTING, JobState.RUNNING})
+
+_S = JobState
+TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
+    _S.PENDING: frozenset({_S.QUEUED, _S.FAILED, _S.CANCELLED}),
+    _S.QUEUED: frozenset({_S.SCHEDULED, _S.FAILED, _S.CANCELLED}),
+    # back to QUEUED when the chosen node vanished before launch
+    _S.SCHEDULED: frozenset({_S.STARTING, _S.QUEUED, _S.FAILED, _S.CANCELLED}),
+    _S.STARTING: frozenset({_S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED}),
+    _S.RUNNING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.CANCELLED}),
+    _S.SUCCEEDED: frozenset(),
+    _S.FAILED: frozenset(),
+    _S.CANCELLED: frozenset(),
+}
+
+
+def check_transition(object_id: str, current: JobState, target: JobState) -> None:
+    if target not in TRANSITIONS[current]:
+        raise IllegalTransition(object_id, current.value, target.value)
+
+
+class Reason(StrEnum):
+    """Why a job is in its state: machine-readable, shown next to a human sentence."""
+
+    SUBMITTED = "SUBMITTED"
+    ADMITTED = "ADMITTED"
+    WAITING_FOR_RESOURCES = "WAITING_FOR_RESOURCES"
+    WAITING_IN_QUEUE = "WAITING_IN_QUEUE"
+    PLACED = "PLACED"
+    NODE_GONE = "NODE_GONE"
+    LAUNCHED = "LAUNCHED"
+    LAUNCH_FAILED = "LAUNCH_FAILED"
+    STARTED = "STARTED"
+    COMPLETED = "COMPLETED"
+    EXIT_NONZERO = "EXIT_NONZERO"
+    CANCELLED_BY_USER = "CANCELLED_BY_USER"
+    MAX_DURATION_EXCEEDED = "MAX_DURATION_EXCEEDED"
+    LOST = "LOST"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    WAITING_FOR_FUNDS = "WAITING_FOR_FUNDS"

@@ -1,0 +1,1 @@
+"""Adapters to the database: SQLAlchemy models, sessions, migrations and repositories."""

@@ -1,0 +1,294 @@
+"""Billing reads and writes on behalf of tenants: wallets, top-ups, credits, packages, usage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gpucloud.billing.funds import Holdings, admission_shortfall_minor
+from gpucloud.billing.ledger import (
+    AccountKind,
+    LedgerTx,
+    TxKind,
+    card_unit,
+    move,
+    package_account,
+    system_account,
+    wallet_account,
+)
+from gpucloud.billing.money import Money
+from gpucloud.billing.pricing import (
+    Footprint,
+    PackageOffer,
+    PriceVersion,
+    Tier,
+    price_per_hour_minor,
+    version_at,
+)
+from gpucloud.core.errors import Conflict, InvalidRequest
+from gpucloud.core.jobspec import JobSpec
+from gpucloud.store import ledger
+from gpucloud.store.inventory import allocation_gpu_model, fleet_models
+from gpucloud.store.models import (
+    Allocation,
+    AllocationMeter,
+    Job,
+    LedgerAccount,
+    LedgerTransaction,
+    Tenant,
+)
+from gpucloud.store.prices import add_version, latest_version_number, load_versions
+from gpucloud.store.settings import get_setting
+
+
+def holdings(session: Session, tenant_id: str) -> Holdings:
+    money = 0
+    packages: dict[str, int] = {}
+    for account in session.scalars(
+        select(LedgerAccount).where(LedgerAccount.tenant_id == tenant_id)
+    ):
+        if account.kind == AccountKind.WALLET:
+            money = account.balance
+        elif account.kind == AccountKind.PACKAGE:
+            packages[account.unit.removeprefix("card-s:")] = account.balance
+    return Holdings(money, packages)
+
+
+def footprint_of(job: Job) -> Footprint:
+    return Footprint(job.gpus, job.gpu_type, job.cpu_milli, job.memory_mib, Tier(job.tier))
+
+
+def footprint_of_spec(spec: JobSpec) -> Footprint:
+    return Footprint(spec.gpus, spec.gpu_type, spec.cpu_milli, spec.memory_mib, spec.tier)
+
+
+def running_footprints(session: Session, tenant_id: str) -> list[Footprint]:
+    """What the tenant is paying for right now: allocations that have started and not ended."""
+    rows = session.execute(
+        select(Allocation, Job.tier)
+        .join(Job, Job.id == Allocation.job_id)
+        .where(Job.tenant_id == tenant_id, Allocation.active, Allocation.started_at.is_not(None))
+    )
+    return [
+        Footprint(
+            len(a.device_ids),
+            allocation_gpu_model(session, a),
+            a.cpu_milli,
+            a.memory_mib,
+            Tier(tier),
+        )
+        for a, tier in rows
+    ]
+
+
+def priced_footprint(session: Session, version: PriceVersion, fp: Footprint) -> Footprint:
+    """A request for 'any GPU' is quoted at the dearest model it could land on: the quote and
+    the admission check must never be lower than what metering will charge."""
+    if not fp.gpus or fp.gpu_model is not None:
+        return fp
+    models = fleet_models(session, fp.gpus)
+    if not models:
+        return fp
+    dearest = max(sorted(models), key=lambda m: version.gpu_hour.get(m, 0))
+    return replace(fp, gpu_model=dearest)
+
+
+def topup(
+    session: Session, tenant_id: str, amount: Money, ref: str, who: str, now: datetime
+) -> bool:
+    """Add money to a wallet. The same ``ref`` twice is one top-up: returns False on a replay."""
+    if amount.minor <= 0:
+        raise InvalidRequest("a top-up must be a positive amount", "amount")
+    wallet = wallet_account(tenant_id, amount.currency)
+    funding = system_account(AccountKind.FUNDING, amount.currency)
+    tx = LedgerTx(
+        f"topup:{tenant_id}:{ref}",
+        TxKind.TOPUP,
+        move(funding, wallet, amount.minor),
+        tenant_id=tenant_id,
+        memo=f"top-up by {who} (ref {ref})",
+    )
+    return bool(ledger.post(session, [tx], now))
+
+
+def credit(
+    session: Session,
+    tenant_id: str,
+    amount: Money,
+    reason: str,
+    key: str,
+    now: datetime,
+    job_id: str | None = None,
+) -> bool:
+    """A credit or refund: given by the operator (promotions), always with a reason."""
+    if amount.minor <= 0:
+        raise InvalidRequest("a credit must be a positive amount", "amount")
+    if not reason.strip():
+        raise InvalidRequest("a credit needs a reason", "reason")
+    tx = LedgerTx(
+        f"credit:{tenant_id}:{key}",
+        TxKind.CREDIT,
+        move(
+            system_account(AccountKind.PROMOTIONS, amount.currency),
+            wallet_account(tenant_id, amount.currency),
+            amount.minor,
+        ),
+        tenant_id=tenant_id,
+        job_id=job_id,
+        memo=reason,
+    )
+    return bool(ledger.post(session, [tx], now))
+
+
+def buy_package(
+    session: Session, tenant_id: str, offer: PackageOffer, currency: str, key: str, now: datetime
+) -> bool:
+    """Money from the wallet to revenue, and the offer's card-seconds into the tenant's package
+    (issued from the model's package pool: both units balance on their own)."""
+    money = move(
+        wallet_account(tenant_id, currency),
+        system_account(AccountKind.REVENUE, currency),
+        offer.price_minor,
+    )
+    seconds = offer.gpu_hours * 3600
+    cards = move(
+        system_account(AccountKind.PACKAGE_ISSUED, card_unit(offer.model)),
+        package_account(tenant_id, offer.model),
+        seconds,
+    )
+    tx = LedgerTx(
+        f"package:{tenant_id}:{key}",
+        TxKind.PACKAGE_PURCHASE,
+        (*money, *cards),
+        tenant_id=tenant_id,
+        memo=f"package {offer.name}",
+    )
+    return bool(ledger.post(session, [tx], now))
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    job_id: str
+    job_name: str | None
+    allocation_id: str
+    gpu_model: str | None
+    gpus: int
+    seconds: int
+    gpu_seconds: int
+    card_seconds_from_packages: int
+    cost: Money
+    started_at: datetime
+
+
+def usage(
+    session: Session,
+    tenant_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    currency: str,
+) -> list[UsageRow]:
+    query = (
+        select(AllocationMeter, Job.name)
+        .join(Job, Job.id == AllocationMeter.job_id)
+        .order_by(AllocationMeter.started_at)
+    )
+    if tenant_id is not None:
+        query = query.where(AllocationMeter.tenant_id == tenant_id)
+    if since is not None:
+        query = query.where(AllocationMeter.started_at >= since)
+    if until is not None:
+        query = query.where(AllocationMeter.started_at < until)
+    return [
+        UsageRow(
+            job_id=m.job_id,
+            job_name=name,
+            allocation_id=m.allocation_id,
+            gpu_model=m.gpu_model,
+            gpus=m.gpus,
+            seconds=m.metered_seconds,
+            gpu_seconds=m.gpus * m.metered_seconds,
+            card_seconds_from_packages=m.card_seconds_from_packages,
+            cost=Money(m.charged_minor, currency),
+            started_at=m.started_at,
+        )
+        for m, name in session.execute(query)
+    ]
+
+
+def tenants_with_running_work(
+    session: Session, tenant_ids: Sequence[str] | None = None
+) -> set[str]:
+    query = (
+        select(Job.tenant_id)
+        .join(Allocation, Allocation.job_id == Job.id)
+        .where(Allocation.active, Allocation.started_at.is_not(None))
+    )
+    if tenant_ids is not None:
+        query = query.where(Job.tenant_id.in_(tenant_ids))
+    return set(session.scalars(query))
+
+
+@dataclass(frozen=True)
+class Affordability:
+    price_per_hour: Money
+    runway_s: int  # how long the wallet must cover the job for it to be admitted
+    balance: Money
+    shortfall: Money  # zero when the job can be admitted
+
+    @property
+    def covered(self) -> bool:
+        return self.shortfall.minor == 0
+
+    def explain(self) -> str:
+        return (
+            f"this job costs {self.price_per_hour} per hour and needs {self.runway_s}s "
+            f"covered to start; the wallet has {self.balance}: top up at least "
+            f"{self.shortfall}"
+        )
+
+
+def affordability(
+    session: Session, tenant_id: str, fp: Footprint, max_duration_s: int | None, now: datetime
+) -> Affordability | None:
+    """Whether the tenant can start ``fp`` now; None when billing does not apply (the operator's
+    own tenant, or no price book yet)."""
+    tenant = session.get(Tenant, tenant_id)
+    versions = load_versions(session)
+    if tenant is None or tenant.is_operator or not versions:
+        return None
+    version = version_at(versions, now)
+    fp = priced_footprint(session, version, fp)
+    runway = int(get_setting(session, "billing.admission_runway_seconds"))
+    held = holdings(session, tenant_id)
+    missing = admission_shortfall_minor(held, version, fp, runway, max_duration_s)
+    seconds = runway if max_duration_s is None else min(runway, max_duration_s)
+    return Affordability(
+        Money(price_per_hour_minor(version, fp), version.currency),
+        seconds,
+        Money(held.money_minor, version.currency),
+        Money(missing, version.currency),
+    )
+
+
+def change_currency(session: Session, currency: str, who: str, now: datetime) -> None:
+    """Allowed only before any money moved: amounts in the ledger keep their currency."""
+    if session.scalar(select(func.count()).select_from(LedgerTransaction)):
+        raise Conflict("the currency can only change before the first ledger transaction")
+    current = version_at(load_versions(session), now)
+    if current.currency == currency:
+        return
+    add_version(
+        session,
+        replace(
+            current,
+            version=latest_version_number(session) + 1,
+            effective_from=now,
+            currency=currency,
+        ),
+        who,
+        now,
+    )

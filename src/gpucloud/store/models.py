@@ -1,0 +1,291 @@
+"""Tables. The database is the source of truth; ``events`` is append-only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from gpucloud.core.states import JobState
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Always timezone-aware UTC: SQLite would otherwise hand back naive datetimes."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime stored; use the injected clock (UTC)")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    is_operator: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    tenant: Mapped[Tenant] = relationship(lazy="joined")
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    # sha256 of the secret: tokens are 256-bit random, so a fast hash is safe and lookups are O(1)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    engine: Mapped[str] = mapped_column(String(16))
+    cpu_milli: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    healthy: Mapped[bool] = mapped_column(Boolean)
+    health_message: Mapped[str] = mapped_column(Text, default="")
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    last_seen_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    devices: Mapped[list[Device]] = relationship(
+        back_populates="node", order_by="Device.index", lazy="selectin"
+    )
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    id: Mapped[str] = mapped_column(String(160), primary_key=True)  # "<node>/gpu<index>"
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(String(32))
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    uuid: Mapped[str] = mapped_column(String(64))
+    pci_bus_id: Mapped[str] = mapped_column(String(32), default="")
+    nvlink_peers: Mapped[list[Any]] = mapped_column(default=list)
+    healthy: Mapped[bool] = mapped_column(Boolean, default=True)
+    simulated: Mapped[bool] = mapped_column(Boolean, default=False)
+    node: Mapped[Node] = relationship(back_populates="devices")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[JobState] = mapped_column(
+        Enum(JobState, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+    )
+    reason: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text, default="")
+    spec: Mapped[dict[str, Any]]  # the validated JobSpec, as submitted
+    gpus: Mapped[int] = mapped_column(Integer)
+    gpu_type: Mapped[str | None] = mapped_column(String(32))
+    cpu_milli: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    tier: Mapped[str] = mapped_column(String(16), default="on-demand")
+    max_duration_s: Mapped[int | None] = mapped_column(Integer)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    restart_count: Mapped[int] = mapped_column(Integer, default=0)
+    # A stop asked for by a user or by the platform (e.g. billing); the launcher carries it out.
+    stop_request: Mapped[str | None] = mapped_column(String(32))
+    stop_requested_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    # Optimistic concurrency: two writers of one job (API cancel, a controller) cannot both win.
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        Index("ix_jobs_tenant_created", "tenant_id", "id"),
+        Index("ix_jobs_state", "state"),
+    )
+
+
+class Allocation(Base):
+    """Resources held by one replica of a job on one node, from placement until release."""
+
+    __tablename__ = "allocations"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id"), index=True)
+    replica: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_milli: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    device_ids: Mapped[list[Any]] = mapped_column(default=list)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    engine_ref: Mapped[str | None] = mapped_column(String(256))
+    # Written before the engine is asked to launch: tells a restarted launcher it may have run.
+    launch_attempted_at: Mapped[datetime | None]
+    stop_requested_at: Mapped[datetime | None]
+    stop_reason: Mapped[str | None] = mapped_column(String(32))
+    stop_forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    released_at: Mapped[datetime | None]
+    __table_args__ = (Index("ix_allocations_active", "active"),)
+
+
+class DeviceClaim(Base):
+    """One row per device held by an active allocation: the primary key forbids double booking."""
+
+    __tablename__ = "device_claims"
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    allocation_id: Mapped[str] = mapped_column(ForeignKey("allocations.id"), index=True)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime]
+    tenant_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    object_kind: Mapped[str] = mapped_column(String(16))
+    object_id: Mapped[str] = mapped_column(String(160), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    before: Mapped[str | None] = mapped_column(String(32))
+    after: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(32), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
+class IdempotencyRecord(Base):
+    """The stored response of a create request, replayed when the same key comes again."""
+
+    __tablename__ = "idempotency_keys"
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)  # the caller's tenant
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+# --- billing -----------------------------------------------------------------------------------
+
+Money = BigInteger  # minor units (fen, cents): exact integers, never floats
+
+
+class PriceVersionRow(Base):
+    """One complete, immutable version of the price book."""
+
+    __tablename__ = "price_versions"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    effective_from: Mapped[datetime]
+    currency: Mapped[str] = mapped_column(String(3))
+    gpu_hour: Mapped[dict[str, Any]]  # model -> minor units per GPU-hour
+    cpu_core_hour: Mapped[int] = mapped_column(Money)
+    memory_gib_hour: Mapped[int] = mapped_column(Money)
+    storage_gib_month: Mapped[int] = mapped_column(Money)
+    spot_discount_pct: Mapped[int] = mapped_column(Integer)
+    packages: Mapped[list[Any]]
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
+class LedgerAccount(Base):
+    __tablename__ = "ledger_accounts"
+    id: Mapped[str] = mapped_column(String(96), primary_key=True)  # e.g. "wallet:tnt_..."
+    kind: Mapped[str] = mapped_column(String(24))
+    tenant_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    unit: Mapped[str] = mapped_column(String(40))  # a currency, or "card-s:H100"
+    # Cached sum of the postings, updated by atomic increments; `ledger verify` recomputes it.
+    balance: Mapped[int] = mapped_column(Money, default=0)
+    low_balance_alerted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+
+
+class LedgerTransaction(Base):
+    """Immutable. The unique key makes every write idempotent."""
+
+    __tablename__ = "ledger_transactions"
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    key: Mapped[str] = mapped_column(String(160), unique=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    tenant_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    memo: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(index=True)
+
+
+class LedgerPosting(Base):
+    __tablename__ = "ledger_postings"
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    # By key, not id: batches insert without RETURNING (which SQLite cannot batch in order).
+    transaction_key: Mapped[str] = mapped_column(ForeignKey("ledger_transactions.key"), index=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("ledger_accounts.id"), index=True)
+    amount: Mapped[int] = mapped_column(Money)  # + raises the account's balance, - lowers it
+
+
+class AllocationMeter(Base):
+    """How far an allocation has been charged. Moves in the same transaction as its charge."""
+
+    __tablename__ = "allocation_meters"
+    allocation_id: Mapped[str] = mapped_column(ForeignKey("allocations.id"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(32), index=True)
+    job_id: Mapped[str] = mapped_column(String(32), index=True)
+    gpu_model: Mapped[str | None] = mapped_column(String(32))
+    gpus: Mapped[int] = mapped_column(Integer)
+    cpu_milli: Mapped[int] = mapped_column(Integer)
+    memory_mib: Mapped[int] = mapped_column(Integer)
+    tier: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime]
+    metered_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    remainder: Mapped[int] = mapped_column(Money, default=0)  # below one minor unit, carried
+    charged_minor: Mapped[int] = mapped_column(Money, default=0)
+    card_seconds_from_packages: Mapped[int] = mapped_column(Money, default=0)
+    final: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class PlatformSetting(Base):
+    __tablename__ = "platform_settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime]

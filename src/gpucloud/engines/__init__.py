@@ -1,0 +1,1 @@
+"""Execution engines behind one small contract (see ``base.Engine``)."""

@@ -1,0 +1,312 @@
+"""The local engine: each allocation is a process group on this machine, watched by a supervisor.
+
+Layout under ``data_dir``::
+
+    runs/<allocation_id>/   spec.json, lock, pgid, started, exit_code, output.log, runner.log
+    jobs/<job_id>/work/     the job's working directory
+    jobs/<job_id>/checkpoint/
+
+The engine ref is the allocation id. All state lives in the run directory and the supervisor
+(``local_runner``) is detached from the control plane, so a restarted control plane (or a second
+``LocalEngine`` over the same ``data_dir``) picks runs up where they are: running runs are still
+RUNNING and later report their real exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gpucloud.core.errors import EngineError
+from gpucloud.engines import local_runner
+from gpucloud.engines.base import EngineRef, LaunchSpec, NodeReport, RunPhase, RunStatus
+
+log = logging.getLogger(__name__)
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+_CHUNK = 64 * 1024
+_LOG_POLL_S = 0.2
+LOST_NO_RUN = "no such run"
+LOST_SUPERVISOR = "supervisor died without recording an exit status"
+
+
+def _safe_id(kind: str, value: str) -> str:
+    """Ids become path components: refuse anything that could leave the data directory."""
+    if not _SAFE_ID.fullmatch(value):
+        raise EngineError(f"invalid {kind} {value!r}")
+    return value
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    return data[-limit:].decode(errors="replace").strip()
+
+
+class LocalEngine:
+    """Runs allocations as local process groups; see the module docstring for the layout."""
+
+    name = "local"
+
+    def __init__(
+        self, data_dir: Path, nodes: list[NodeReport], start_timeout_s: float = 10.0
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.runs_dir = self.data_dir / "runs"
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self._nodes = list(nodes)
+        self._start_timeout_s = start_timeout_s
+        self._lock = threading.Lock()
+        # Supervisors this process started: polled so that finished ones do not stay zombies.
+        self._runners: dict[str, subprocess.Popen[bytes]] = {}
+
+    # -- nodes ---------------------------------------------------------------------------------
+
+    def nodes(self) -> list[NodeReport]:
+        self._refresh_nodes()
+        with self._lock:
+            return list(self._nodes)
+
+    def _refresh_nodes(self) -> None:
+        """Seam for re-probing device health (e.g. NVML); the configured reports stand for now."""
+
+    def set_device_health(self, node_id: str, index: int, healthy: bool) -> None:
+        """Mark one device (un)healthy, e.g. to inject a failure into a simulated node."""
+        with self._lock:
+            for n, node in enumerate(self._nodes):
+                if node.id == node_id and any(d.index == index for d in node.devices):
+                    devices = tuple(
+                        replace(d, healthy=healthy) if d.index == index else d for d in node.devices
+                    )
+                    self._nodes[n] = replace(node, devices=devices)
+                    return
+        raise EngineError(f"node {node_id!r} has no device {index}")
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def checkpoint_dir(self, job_id: str) -> str:
+        path = self.data_dir / "jobs" / _safe_id("job id", job_id) / "checkpoint"
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+    def _run_dir(self, ref: EngineRef) -> Path:
+        return self.runs_dir / _safe_id("engine ref", ref)
+
+    def launch(self, spec: LaunchSpec) -> EngineRef:
+        """Start the allocation's command once; launching the same allocation again is a no-op.
+
+        Returns the allocation id as the ref. Raises EngineError when the supervisor did not
+        confirm the start within ``start_timeout_s``.
+        """
+        ref = spec.allocation_id
+        run_dir = self._run_dir(ref)
+        job_id = _safe_id("job id", spec.job_id)
+        if not spec.command:
+            raise EngineError(f"allocation {ref}: empty command")
+        if all(node.id != spec.node_id for node in self.nodes()):
+            raise EngineError(f"allocation {ref}: unknown node {spec.node_id!r}")
+        try:
+            run_dir.mkdir()  # atomic claim: whoever creates the directory starts the run
+        except FileExistsError:
+            return ref
+        # Lock before anything else exists, so no observer ever sees this run unsupervised.
+        lock_fd = os.open(run_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            runner = self._spawn(spec, run_dir, job_id, lock_fd)
+        except OSError as exc:
+            raise EngineError(f"allocation {ref}: cannot start: {exc}") from exc
+        finally:
+            os.close(lock_fd)  # the supervisor holds its own reference to the locked file
+        with self._lock:
+            self._runners[ref] = runner
+        self._await_start(ref, run_dir, runner)
+        return ref
+
+    def _spawn(
+        self, spec: LaunchSpec, run_dir: Path, job_id: str, lock_fd: int
+    ) -> subprocess.Popen[bytes]:
+        """Write spec.json and start the supervisor, handing it the locked ``lock_fd``."""
+        work = self.data_dir / "jobs" / job_id / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCLOUD_")}
+        spec_text = json.dumps(
+            {"command": list(spec.command), "env": {**env, **spec.env}, "cwd": str(work)}
+        )
+        # 0600: the environment can hold the user's secrets.
+        spec_fd = os.open(run_dir / "spec.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(spec_fd, "w") as spec_file:
+            spec_file.write(spec_text)
+        with (run_dir / "runner.log").open("ab") as runner_log:
+            runner = subprocess.Popen(
+                # By path with -I: no package import, immune to the user's PYTHON* variables.
+                [sys.executable, "-I", local_runner.__file__, str(run_dir), str(lock_fd)],
+                stdin=subprocess.DEVNULL,
+                stdout=runner_log,
+                stderr=subprocess.STDOUT,
+                env=env,  # the supervisor never sees the control plane's GPUCLOUD_* secrets
+                start_new_session=True,  # survives the control plane; no Ctrl-C from its tty
+                pass_fds=(lock_fd,),
+            )
+        return runner
+
+    def _await_start(self, ref: str, run_dir: Path, runner: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + self._start_timeout_s
+        while not (run_dir / "started").exists():
+            if runner.poll() is not None or time.monotonic() > deadline:
+                if runner.poll() is None:  # too slow: make sure it never starts late
+                    runner.kill()
+                    runner.wait()
+                    self._kill_orphans(run_dir)
+                why = "exited" if runner.returncode >= 0 else "was killed after the timeout"
+                detail = _tail(run_dir / "runner.log") or "(runner.log is empty)"
+                raise EngineError(f"allocation {ref}: the local supervisor {why}: {detail}")
+            time.sleep(0.01)
+
+    def _reap(self) -> None:
+        with self._lock:
+            for ref, runner in list(self._runners.items()):
+                if runner.poll() is not None:
+                    del self._runners[ref]
+
+    @staticmethod
+    def _supervised(run_dir: Path) -> bool:
+        """Whether a supervisor holds the run's lock (probing takes and drops it otherwise)."""
+        try:
+            fd = os.open(run_dir / "lock", os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # also releases the lock if the probe got it
+        return False
+
+    @staticmethod
+    def _exit_code(run_dir: Path) -> int | None:
+        try:
+            return int((run_dir / "exit_code").read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:  # written atomically, so this is corruption
+            raise EngineError(f"{run_dir}: unreadable exit_code") from exc
+
+    @staticmethod
+    def _pgid(run_dir: Path) -> int | None:
+        try:
+            pgid = int((run_dir / "pgid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pgid if pgid > 1 else None
+
+    def _kill_group(self, run_dir: Path) -> None:
+        pgid = self._pgid(run_dir)
+        if pgid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+
+    def _status(self, ref: EngineRef) -> RunStatus:
+        try:
+            run_dir = self._run_dir(ref)
+        except EngineError:
+            return RunStatus(RunPhase.LOST, message=LOST_NO_RUN)
+        code = self._exit_code(run_dir)
+        if code is not None:
+            return self._exited(run_dir, code)
+        if self._supervised(run_dir):
+            return RunStatus(RunPhase.RUNNING)
+        if not run_dir.is_dir():
+            return RunStatus(RunPhase.LOST, message=LOST_NO_RUN)
+        code = self._exit_code(run_dir)  # the supervisor may have finished since the first look
+        if code is not None:
+            return self._exited(run_dir, code)
+        self._kill_orphans(run_dir)
+        if not (run_dir / "started").exists():
+            return RunStatus(RunPhase.LOST, message="the run never started (see runner.log)")
+        return RunStatus(RunPhase.LOST, message=LOST_SUPERVISOR)
+
+    @staticmethod
+    def _exited(run_dir: Path, code: int) -> RunStatus:
+        """The exit_code file is written once, as the command ends: its mtime is the end."""
+        mtime = (run_dir / "exit_code").stat().st_mtime
+        return RunStatus(RunPhase.EXITED, exit_code=code,
+                         finished_at=datetime.fromtimestamp(mtime, UTC))
+
+    def _kill_orphans(self, run_dir: Path) -> None:
+        """Nothing may run unobserved: kill the command's group, once per run.
+
+        Once, because after that the group number is free and could be reused by an unrelated
+        process group; the ``lost`` marker (created exclusively) records that it was done.
+        """
+        try:
+            os.close(os.open(run_dir / "lost", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return
+        self._kill_group(run_dir)
+
+    def status(self, refs: Sequence[EngineRef]) -> dict[EngineRef, RunStatus]:
+        self._reap()
+        return {ref: self._status(ref) for ref in refs}
+
+    def stop(self, ref: EngineRef, force: bool = False) -> None:
+        """Signal the run's process group (SIGTERM, or SIGKILL with ``force``); never waits."""
+        try:
+            run_dir = self._run_dir(ref)
+        except EngineError:
+            return
+        # Only while a supervisor watches the group: otherwise the number may be reused.
+        if self._exit_code(run_dir) is not None or not self._supervised(run_dir):
+            return
+        pgid = self._pgid(run_dir)
+        if pgid is None:
+            return
+        try:
+            os.killpg(pgid, signal.SIGKILL if force else signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        except PermissionError as exc:
+            raise EngineError(f"cannot signal run {ref}: {exc}") from exc
+
+    def logs(self, ref: EngineRef, follow: bool = False, offset: int = 0) -> Iterator[bytes]:
+        """The run's output from byte ``offset``; with ``follow``, until the run has ended."""
+        try:
+            path = self._run_dir(ref) / "output.log"
+        except EngineError:
+            return
+        handle = None
+        try:
+            while True:
+                # Decide "finished" before reading, so output written just before the end is read.
+                finished = not follow or self._status(ref).phase is not RunPhase.RUNNING
+                if handle is None:
+                    try:
+                        handle = path.open("rb")
+                        handle.seek(offset)
+                    except FileNotFoundError:
+                        handle = None
+                if handle is not None:
+                    while chunk := handle.read(_CHUNK):
+                        yield chunk
+                if finished:
+                    return
+                time.sleep(_LOG_POLL_S)
+        finally:
+            if handle is not None:
+                handle.close()

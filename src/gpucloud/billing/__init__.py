@@ -1,0 +1,1 @@
+"""Billing core (pure): money, the price book, rating usage, and ledger rules."""

@@ -1,0 +1,1 @@
+"""Level-triggered reconcile loops: read a snapshot, call the core, write the result."""

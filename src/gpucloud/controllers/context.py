@@ -1,0 +1,29 @@
+"""What every controller needs, injected: the database, the engine, the clock and ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpucloud.core.clock import Clock
+from gpucloud.core.ids import IdFactory
+from gpucloud.engines.base import Engine
+from gpucloud.store.db import Database
+
+
+@dataclass(frozen=True)
+class Tunables:
+    stop_grace_s: float = 10.0  # SIGTERM, then SIGKILL after this long
+    funds_stop_grace_s: float = 3.0  # the same when the wallet ran out (the tenant pays for it)
+    inventory_interval_s: float = 5.0
+    node_silence_s: float = 30.0  # a node not reported for this long is unhealthy
+    tick_s: float = 0.5  # the loop's period when nothing wakes it earlier
+    queue_window: int = 256  # queued jobs the scheduler looks at per pass, from the head
+
+
+@dataclass(frozen=True)
+class Context:
+    db: Database
+    engine: Engine
+    clock: Clock
+    ids: IdFactory
+    tunables: Tunables = Tunables()

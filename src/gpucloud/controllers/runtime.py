@@ -1,0 +1,65 @@
+"""Runs the controllers in one background thread, one pass per tick or when woken."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+from sqlalchemy.exc import OperationalError
+
+log = logging.getLogger("gpucloud.controllers")
+
+
+class Controller(Protocol):
+    name: str
+
+    def reconcile_once(self) -> None: ...
+
+
+class ControlLoop:
+    """A crash in one controller is logged and retried next tick; it never stops the others."""
+
+    def __init__(
+        self, controllers: Sequence[Controller], tick_s: float, coalesce_s: float = 0.05
+    ) -> None:
+        self.controllers = list(controllers)
+        self.tick_s = tick_s
+        # After a wake-up, wait this long so that a burst of API writes shares one pass.
+        self.coalesce_s = coalesce_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.passes = 0
+
+    def wake(self) -> None:
+        """Called by the API after a write, so a new job is placed without waiting a tick."""
+        self._wake.set()
+
+    def run_pass(self) -> None:
+        for controller in self.controllers:
+            try:
+                controller.reconcile_once()
+            except OperationalError as err:  # database briefly unavailable: retry next tick
+                log.warning("%s: database error, will retry: %s", controller.name, err)
+            except Exception:
+                log.exception("%s: reconcile failed, will retry", controller.name)
+        self.passes += 1
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="gpucloud-controllers", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.run_pass()
+            if self._wake.wait(self.tick_s) and not self._stop.is_set():
+                self._stop.wait(self.coalesce_s)
+            self._wake.clear()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)

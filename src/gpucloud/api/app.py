@@ -1,0 +1,29 @@
+"""The FastAPI application: routers, error mapping and health."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+import gpucloud
+from gpucloud.api import problems
+from gpucloud.api.deps import Platform
+from gpucloud.api.routes import accounts, billing, events, jobs, nodes
+
+
+def create_app(platform: Platform) -> FastAPI:
+    app = FastAPI(
+        title="gpucloud",
+        version=gpucloud.__version__,
+        description="A self-service, metered, self-healing GPU cloud. Authenticate with "
+        "'Authorization: Bearer TOKEN'. Errors are application/problem+json (RFC 9457).",
+    )
+    app.state.platform = platform
+    problems.install(app)
+    for module in (jobs, nodes, accounts, events, billing):
+        app.include_router(module.router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,48 @@
+"""Request-scoped dependencies: the platform and the authenticated caller."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from gpucloud.controllers.context import Context
+from gpucloud.controllers.runtime import ControlLoop
+from gpucloud.core.errors import Unauthenticated
+from gpucloud.core.tenancy import Principal
+from gpucloud.store.accounts import authenticate
+
+
+class Platform:
+    """What the API needs from the running control plane."""
+
+    def __init__(self, ctx: Context, loop: ControlLoop | None = None) -> None:
+        self.ctx = ctx
+        self.loop = loop
+
+    def wake(self) -> None:
+        if self.loop is not None:
+            self.loop.wake()
+
+
+def get_platform(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+def get_principal(
+    request: Request, platform: Annotated[Platform, Depends(get_platform)]
+) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise Unauthenticated(
+            "missing API token: send 'Authorization: Bearer TOKEN' "
+            "(the CLI reads GPUCLOUD_TOKEN or 'gpucloud login')"
+        )
+    with platform.ctx.db.read() as session:
+        return authenticate(session, secret.strip(), platform.ctx.clock.now())
+
+
+PlatformDep = Annotated[Platform, Depends(get_platform)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,280 @@
+"""What crosses the wire: response and request bodies shared by the API and the SDK."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gpucloud.core.jobspec import JobSpec
+from gpucloud.core.states import JobState
+from gpucloud.core.tenancy import Role
+
+T = TypeVar("T")
+
+__all__ = ["JobSpec"]
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Page(Wire, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class JobOut(Wire):
+    id: str
+    name: str | None
+    tenant_id: str
+    user_id: str
+    state: JobState
+    reason: str
+    message: str
+    command: list[str]
+    env: dict[str, str]
+    gpus: int
+    gpu_type: str | None
+    cpus: float
+    memory_mib: int
+    priority: int
+    tier: str = "on-demand"
+    max_duration_s: int | None
+    exit_code: int | None
+    restart_count: int
+    cancel_requested: bool  # a stop was asked for (see stop_request for who and why)
+    stop_request: str | None = None
+    node_id: str | None = None
+    devices: list[str] = Field(default_factory=list)  # device ids while the job holds them
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+class DeviceAllocation(Wire):
+    allocation_id: str | None  # hidden (None) when it belongs to another tenant
+    job_id: str | None
+
+
+class DeviceOut(Wire):
+    id: str
+    index: int
+    model: str
+    memory_mib: int
+    uuid: str
+    pci_bus_id: str
+    nvlink_peers: list[int]
+    health: str  # "healthy" | "unhealthy"
+    simulated: bool
+    allocation: DeviceAllocation | None
+
+
+class NodeOut(Wire):
+    id: str
+    engine: str
+    health: str
+    health_message: str
+    simulated: bool
+    cpus: float
+    cpus_allocated: float
+    memory_mib: int
+    memory_mib_allocated: int
+    labels: dict[str, str]
+    last_seen_at: datetime
+    devices: list[DeviceOut]
+
+
+class EventOut(Wire):
+    id: int
+    at: datetime
+    object_kind: str
+    object_id: str
+    kind: str
+    before: str | None
+    after: str | None
+    reason: str
+    message: str
+
+
+class TenantCreate(Wire):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+class TenantOut(Wire):
+    id: str
+    name: str
+    is_operator: bool
+    created_at: datetime
+
+
+class UserCreate(Wire):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    tenant: str | None = None  # name or id; default: the caller's tenant
+    role: Role = Role.MEMBER
+
+
+class UserOut(Wire):
+    id: str
+    name: str
+    tenant_id: str
+    tenant: str
+    role: Role
+    created_at: datetime
+
+
+class UserCreated(UserOut):
+    token: str  # shown once
+
+
+class TokenCreate(Wire):
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Field(min_length=1, max_length=64)] = "cli"
+    user: str | None = None  # name or id; default: the caller
+    expires_in_s: Annotated[int | None, Field(gt=0)] = None
+
+
+class TokenOut(Wire):
+    id: str
+    name: str
+    user_id: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str  # shown once
+
+
+class WhoAmI(Wire):
+    user_id: str
+    user: str
+    tenant_id: str
+    tenant: str
+    role: Role
+    is_operator: bool
+
+
+class Amount(Wire):
+    """Exact money on the wire: a decimal string, its minor units, and the currency."""
+
+    amount: str
+    minor: int
+    currency: str
+
+
+class PackageOfferOut(Wire):
+    name: str
+    model: str
+    gpu_hours: int
+    price: Amount
+
+
+class PriceBookOut(Wire):
+    version: int
+    effective_from: datetime
+    currency: str
+    gpu_hour: dict[str, Amount]
+    cpu_core_hour: Amount
+    memory_gib_hour: Amount
+    storage_gib_month: Amount
+    spot_discount_pct: int
+    packages: list[PackageOfferOut]
+
+
+class PriceBookHistory(Wire):
+    current: PriceBookOut
+    versions: list[PriceBookOut]  # oldest first
+
+
+class PriceChange(Wire):
+    """A new version of the price book: the fields given change, the others carry over."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    gpu_hour: str | None = None  # per GPU-hour of ``model``, e.g. "3600.00"
+    cpu_core_hour: str | None = None
+    memory_gib_hour: str | None = None
+    storage_gib_month: str | None = None
+    spot_discount_pct: Annotated[int | None, Field(ge=0, le=100)] = None
+
+
+class WalletOut(Wire):
+    tenant_id: str
+    currency: str
+    balance: str  # exact decimal, e.g. "14.00"
+    balance_minor: int
+    package_card_hours: dict[str, str]  # model -> hours left, exact to the second
+    burn_rate_per_hour: str
+    seconds_left: float | None  # at the current burn rate; None when nothing runs
+    running_allocations: int
+
+
+class TopUp(Wire):
+    model_config = ConfigDict(extra="forbid")
+    tenant: str
+    amount: str
+    ref: str | None = None  # the same ref twice is one top-up
+
+
+class CreditIn(Wire):
+    model_config = ConfigDict(extra="forbid")
+    tenant: str
+    amount: str
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    ref: str | None = None
+
+
+class PackagePurchase(Wire):
+    model_config = ConfigDict(extra="forbid")
+    offer: str
+
+
+class UsageOut(Wire):
+    job_id: str
+    job_name: str | None
+    allocation_id: str
+    gpu_model: str | None
+    gpus: int
+    seconds: int
+    gpu_seconds: int
+    card_seconds_from_packages: int
+    cost: str
+    cost_minor: int
+    currency: str
+    started_at: datetime
+
+
+class LedgerReport(Wire):
+    ok: bool
+    violations: list[str]
+    transactions: int
+    accounts: int
+
+
+class SettingOut(Wire):
+    key: str
+    value: str
+    help: str
+
+
+class SettingIn(Wire):
+    model_config = ConfigDict(extra="forbid")
+    value: str
+
+
+class Estimate(Wire):
+    """What ``run --dry-run`` shows: the price and whether the job could start now."""
+
+    price_per_hour: Amount
+    max_duration_s: int | None
+    cost_for_max_duration: Amount | None
+    balance: Amount | None
+    funds_ok: bool
+    funds_message: str
+    fits_fleet: bool
+    fits_message: str

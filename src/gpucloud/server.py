@@ -1,0 +1,148 @@
+"""Assembles one control-plane process: database, engine, controllers and the API."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpucloud.api.deps import Platform
+from gpucloud.controllers.admission import AdmissionController
+from gpucloud.controllers.context import Context, Tunables
+from gpucloud.controllers.inventory import InventoryController
+from gpucloud.controllers.launcher import LauncherController
+from gpucloud.controllers.metering import MeteringController
+from gpucloud.controllers.runtime import Controller, ControlLoop
+from gpucloud.controllers.scheduler import SchedulerController
+from gpucloud.core.clock import Clock, SystemClock
+from gpucloud.core.errors import InvalidRequest
+from gpucloud.core.ids import IdFactory
+from gpucloud.engines.base import Engine
+from gpucloud.settings import Settings
+from gpucloud.store import migrate
+from gpucloud.store.accounts import bootstrap_operator
+from gpucloud.store.db import Database, sqlite_url
+from gpucloud.store.prices import bootstrap_prices
+
+log = logging.getLogger("gpucloud")
+
+
+@dataclass(frozen=True)
+class BuiltEngine:
+    engine: Engine
+    note: str  # one line for the operator: what was discovered or simulated
+
+
+def _local_engine(settings: Settings) -> BuiltEngine:
+    from gpucloud.engines.discovery import local_nodes
+    from gpucloud.engines.local import LocalEngine
+
+    nodes, note = local_nodes(settings.simulate_gpus)
+    return BuiltEngine(LocalEngine(settings.data_dir, nodes), note)
+
+
+ENGINES: dict[str, Callable[[Settings], BuiltEngine]] = {"local": _local_engine}
+
+
+@dataclass
+class ControlPlane:
+    settings: Settings
+    platform: Platform
+    loop: ControlLoop
+    engine_note: str
+    new_admin_token: str | None  # set on the very first start only
+
+
+def controllers_for(ctx: Context) -> list[Controller]:
+    """Every reconcile loop, in the order one pass runs them."""
+    return [
+        InventoryController(ctx),
+        AdmissionController(ctx),
+        SchedulerController(ctx),
+        LauncherController(ctx),
+        MeteringController(ctx),
+    ]
+
+
+def build(settings: Settings, clock: Clock | None = None) -> ControlPlane:
+    """Everything but the HTTP server; tests drive the result directly."""
+    if settings.engine not in ENGINES:
+        raise InvalidRequest(
+            f"unknown engine {settings.engine!r}; available: " + ", ".join(sorted(ENGINES)),
+            "engine",
+        )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url or sqlite_url(settings.data_dir))
+    migrate.upgrade(db)
+    built = ENGINES[settings.engine](settings)
+    ctx = Context(
+        db=db,
+        engine=built.engine,
+        clock=clock or SystemClock(),
+        ids=IdFactory(),
+        tunables=Tunables(stop_grace_s=settings.stop_grace_s),
+    )
+    with db.write() as session:
+        secret = bootstrap_operator(session, ctx.ids, ctx.clock.now())
+        bootstrap_prices(session, ctx.clock.now(), effective_from=ctx.clock.now())
+    if secret is not None:
+        write_secret(settings.token_file, secret)
+    loop = ControlLoop(controllers_for(ctx), tick_s=ctx.tunables.tick_s)
+    # One pass before serving: the fleet is known before the first request can ask about it.
+    loop.controllers[0].reconcile_once()
+    return ControlPlane(settings, Platform(ctx, loop), loop, built.note, secret)
+
+
+def write_secret(path: Path, secret: str) -> None:
+    """Create with mode 0600 from the start: the secret is never readable by others."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    path.chmod(0o600)
+
+
+def serve(plane: ControlPlane, on_ready: Callable[[], None] | None = None) -> None:
+    """Run the API and the controllers until interrupted."""
+    import uvicorn
+
+    from gpucloud.api.app import create_app
+
+    app = create_app(plane.platform)
+    config = uvicorn.Config(
+        app,
+        host=plane.settings.host,
+        port=plane.settings.port,
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    plane.loop.start()
+    if on_ready is not None:
+        threading.Thread(
+            target=_announce_when_serving, args=(plane.settings.url, on_ready), daemon=True
+        ).start()
+    try:
+        server.run()
+    finally:
+        plane.loop.stop()
+        plane.platform.ctx.db.dispose()
+
+
+def _announce_when_serving(url: str, on_ready: Callable[[], None], timeout_s: float = 30) -> None:
+    """Call ``on_ready`` once /healthz answers, so what we print is true when printed."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                on_ready()
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)

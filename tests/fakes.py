@@ -1,0 +1,91 @@
+"""An in-memory engine for testing controllers at their boundary (the real ones have their own
+integration tests with real processes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from gpucloud.engines.base import (
+    DeviceReport,
+    EngineRef,
+    LaunchSpec,
+    NodeReport,
+    RunPhase,
+    RunStatus,
+)
+
+
+def gpu_node(
+    node_id: str = "n0",
+    gpus: int = 8,
+    model: str = "H100",
+    cpu_milli: int = 64000,
+    memory_mib: int = 512 * 1024,
+) -> NodeReport:
+    devices = tuple(
+        DeviceReport(
+            index=i, model=model, memory_mib=80 * 1024, uuid=f"GPU-{node_id}-{i}", simulated=True
+        )
+        for i in range(gpus)
+    )
+    return NodeReport(id=node_id, cpu_milli=cpu_milli, memory_mib=memory_mib, devices=devices)
+
+
+@dataclass
+class FakeRun:
+    spec: LaunchSpec
+    phase: RunPhase = RunPhase.RUNNING
+    exit_code: int | None = None
+    signals: list[str] = field(default_factory=list)
+    output: bytes = b""
+
+
+class FakeEngine:
+    name = "fake"
+
+    def __init__(self, nodes: Sequence[NodeReport]) -> None:
+        self.node_reports = list(nodes)
+        self.runs: dict[EngineRef, FakeRun] = {}
+        self.starts = 0  # how many times a process was really started
+
+    def nodes(self) -> list[NodeReport]:
+        return list(self.node_reports)
+
+    def checkpoint_dir(self, job_id: str) -> str:
+        return f"/checkpoints/{job_id}"
+
+    def launch(self, spec: LaunchSpec) -> EngineRef:
+        ref = f"fake:{spec.allocation_id}"
+        if ref not in self.runs:
+            self.runs[ref] = FakeRun(spec)
+            self.starts += 1
+        return ref
+
+    def status(self, refs: Sequence[EngineRef]) -> dict[EngineRef, RunStatus]:
+        out = {}
+        for ref in refs:
+            run = self.runs.get(ref)
+            out[ref] = (
+                RunStatus(RunPhase.LOST, message="no such run")
+                if run is None
+                else RunStatus(run.phase, run.exit_code)
+            )
+        return out
+
+    def stop(self, ref: EngineRef, force: bool = False) -> None:
+        self.runs[ref].signals.append("KILL" if force else "TERM")
+
+    def logs(self, ref: EngineRef, follow: bool = False, offset: int = 0) -> Iterator[bytes]:
+        run = self.runs.get(ref)
+        if run is not None and run.output[offset:]:
+            yield run.output[offset:]
+
+    # --- test controls ---
+    def exit(self, job_id: str, code: int) -> None:
+        for run in self.runs.values():
+            if run.spec.job_id == job_id:
+                run.phase, run.exit_code = RunPhase.EXITED, code
+
+    def run_of(self, job_id: str) -> FakeRun:
+        return next(r for r in self.runs.values() if r.spec.job_id == job_id)

@@ -31,11 +31,12 @@ from gpucloud.billing.ledger import (
 from gpucloud.billing.pricing import Footprint, PriceVersion, Tier, rate, version_at
 from gpucloud.controllers.context import Context
 from gpucloud.core.lifecycle import StopReason
-from gpucloud.core.states import JobState
+from gpucloud.core.states import JobState, Reason
 from gpucloud.store import ledger
 from gpucloud.store.billing import holdings, running_footprints
 from gpucloud.store.inventory import allocation_gpu_model
 from gpucloud.store.jobs import request_stop
+from gpucloud.store.limit_gate import LimitGate
 from gpucloud.store.models import Allocation, AllocationMeter, Job, LedgerAccount, Tenant
 from gpucloud.store.prices import load_versions
 from gpucloud.store.settings import get_setting
@@ -78,6 +79,7 @@ class MeteringController:
             if len(written) != len(batch.txs):  # a key already charged: the meter disagrees
                 raise RuntimeError("a meter was behind the ledger; refusing to charge twice")
             self._check_funds(session, batch.tenants, version_at(versions, now), interval, now)
+            self._check_budgets(session, batch.tenants, interval, now)
 
     def _due(self, session: Session, now: datetime, interval: int) -> list[str]:
         """Allocations with at least one interval to charge, or that ended and are not closed."""
@@ -219,6 +221,34 @@ class MeteringController:
                     "burn rate; top up to keep jobs running",
                 )
             wallet.low_balance_alerted = low
+
+    def _check_budgets(
+        self, session: Session, tenants: set[str], interval: int, now: datetime
+    ) -> None:
+        """Stop the jobs that spend a budget before they overrun it."""
+        gate = LimitGate(session, now)
+        horizon = self.ctx.tunables.funds_stop_grace_s + interval
+        for tenant in sorted(tenants):
+            for limit, job_ids in gate.budget_stops(tenant, horizon):
+                spent = f"the budget of {limit.describe(gate.currency)} is spent"
+                stopped = [
+                    job.id
+                    for job in session.scalars(select(Job).where(Job.id.in_(job_ids)))
+                    if request_stop(session, job, StopReason.BUDGET_EXHAUSTED, now, spent)
+                ]
+                if stopped:
+                    log.info("stopping %s: %s for %s", stopped, spent, tenant)
+                    record_event(
+                        session,
+                        at=now,
+                        object_kind="tenant",
+                        object_id=tenant,
+                        kind="budget.exhausted",
+                        tenant_id=tenant,
+                        reason=Reason.BUDGET_EXHAUSTED.value,
+                        message=f"{spent}: stopping {len(stopped)} job(s); it resets at "
+                        f"{limit.period.end(now) if limit.period else now:%Y-%m-%d %H:%M} UTC",
+                    )
 
     def _stop_tenant_jobs(self, session: Session, tenant: str, now: datetime) -> None:
         jobs = session.scalars(

@@ -34,6 +34,12 @@ class NeverFits(GpucloudError):
     code = "never_fits"
 
 
+class ExceedsQuota(NeverFits):
+    """The request is larger than a quota or budget of its tenant allows, even unused."""
+
+    code = "exceeds_quota"
+
+
 class Conflict(GpucloudError):
     """The request clashes with the current state (e.g. a name already taken)."""
 

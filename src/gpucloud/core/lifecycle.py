@@ -16,6 +16,7 @@ class StopReason(StrEnum):
     CANCELLED = "cancelled"  # the user asked
     MAX_DURATION = "max_duration"  # it ran past its max duration
     INSUFFICIENT_FUNDS = "insufficient_funds"  # its tenant's wallet ran out
+    BUDGET_EXHAUSTED = "budget_exhausted"  # a budget of its tenant was spent
 
 
 _FINAL: dict[StopReason, tuple[JobState, Reason, str]] = {
@@ -30,7 +31,17 @@ _FINAL: dict[StopReason, tuple[JobState, Reason, str]] = {
         Reason.INSUFFICIENT_FUNDS,
         "stopped because the wallet ran out; top up to run again",
     ),
+    StopReason.BUDGET_EXHAUSTED: (
+        JobState.FAILED,
+        Reason.BUDGET_EXHAUSTED,
+        "stopped because a budget of the tenant was spent; it runs again when the budget resets",
+    ),
 }
+
+
+def final_reason(stop: StopReason) -> Reason:
+    """The reason a job stopped for ``stop`` ends with."""
+    return _FINAL[stop][1]
 
 
 @dataclass(frozen=True)

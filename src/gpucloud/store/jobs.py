@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from gpucloud.core.errors import NotFound
 from gpucloud.core.ids import IdFactory
 from gpucloud.core.jobspec import JobSpec
-from gpucloud.core.lifecycle import StopReason
+from gpucloud.core.lifecycle import StopReason, final_reason
 from gpucloud.core.states import HOLDS_ALLOCATION, JobState, Reason
 from gpucloud.core.tenancy import Principal
 from gpucloud.store.models import Allocation, Event, Job
@@ -138,17 +138,10 @@ def request_stop(
         object_id=job.id,
         kind="job.stop_requested",
         tenant_id=job.tenant_id,
-        reason=_STOP_EVENT_REASON[reason],
+        reason=final_reason(reason).value,
         message=message,
     )
     return True
-
-
-_STOP_EVENT_REASON = {
-    StopReason.CANCELLED: Reason.CANCELLED_BY_USER.value,
-    StopReason.INSUFFICIENT_FUNDS: Reason.INSUFFICIENT_FUNDS.value,
-    StopReason.MAX_DURATION: Reason.MAX_DURATION_EXCEEDED.value,
-}
 
 
 def job_events(session: Session, job_id: str, limit: int, cursor: str | None) -> Page[Event]:

@@ -289,3 +289,17 @@ class PlatformSetting(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime]
+
+
+class TenantLimit(Base):
+    """A cap or budget of one tenant (see ``billing.limits``); its id is the limit's key."""
+
+    __tablename__ = "tenant_limits"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str | None] = mapped_column(String(32))
+    period: Mapped[str | None] = mapped_column(String(8))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    updated_by: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime]

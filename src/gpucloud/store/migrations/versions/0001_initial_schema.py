@@ -136,6 +136,22 @@ def upgrade() -> None:
         sa.UniqueConstraint("name"),
     )
     op.create_table(
+        "tenant_limits",
+        sa.Column("tenant_id", sa.String(length=32), nullable=False),
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("model", sa.String(length=32), nullable=True),
+        sa.Column("period", sa.String(length=8), nullable=True),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("updated_by", sa.String(length=64), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+        ),
+        sa.PrimaryKeyConstraint("tenant_id", "key"),
+    )
+    op.create_table(
         "devices",
         sa.Column("id", sa.String(length=160), nullable=False),
         sa.Column("node_id", sa.String(length=128), nullable=False),
@@ -397,6 +413,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_devices_node_id"))
 
     op.drop_table("devices")
+    op.drop_table("tenant_limits")
     op.drop_table("tenants")
     op.drop_table("price_versions")
     op.drop_table("platform_settings")

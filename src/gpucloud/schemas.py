@@ -7,6 +7,7 @@ from typing import Annotated, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gpucloud.billing.limits import LimitKind, Period
 from gpucloud.core.jobspec import JobSpec
 from gpucloud.core.states import JobState
 from gpucloud.core.tenancy import Role
@@ -278,3 +279,29 @@ class Estimate(Wire):
     funds_message: str
     fits_fleet: bool
     fits_message: str
+    quota_ok: bool = True
+    quota_message: str = "no quota or budget stands in the way"
+
+
+class LimitIn(Wire):
+    """A cap or budget for a tenant; setting the same kind, model and period again replaces it."""
+
+    model_config = ConfigDict(extra="forbid")
+    tenant: str
+    kind: LimitKind
+    value: str  # '4' GPUs, '12.8' compute units, '100' card-hours, '5000.00' money
+    model: str | None = None  # gpus and card-hours only; none means any model
+    period: Period | None = None  # budgets (card-hours, spend) only
+
+
+class LimitOut(Wire):
+    tenant_id: str
+    key: str
+    kind: LimitKind
+    model: str | None
+    period: Period | None
+    limit: str  # as a person reads it, e.g. '4 H100s at once'
+    amount: int  # in the limit's unit: GPUs, milli compute units, card-seconds, minor units
+    used: int  # the same unit: held now (caps) or used this period (budgets)
+    used_text: str
+    resets_at: datetime | None

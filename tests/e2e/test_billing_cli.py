@@ -282,3 +282,48 @@ def test_admin_config_set_get_list(cloud: Cloud) -> None:
     finally:
         with cloud.sdk() as api:
             api.set_config(RUNWAY, original)
+
+
+def test_quotas_hold_jobs_and_show_in_limits_and_dry_runs(
+    cloud: Cloud, priced: None, gate: Path
+) -> None:
+    tenant, token = new_tenant(cloud, "quota")
+    cloud.ok("admin", "topup", tenant, "1000")
+    assert "at most 1 H100 at once" in cloud.ok(
+        "admin", "limit", "set", tenant, "gpus", "1", "--model", "h100"
+    )
+    cloud.json("admin", "limit", "set", tenant, "spend", "5000.00", "--per", "month")
+    rows = cloud.json("limits", token=token)
+    assert {(r["kind"], r["limit"]) for r in rows} == {
+        ("gpus", "at most 1 H100 at once"),
+        ("spend", "5000.00 CNY per month"),
+    }
+    assert "--per" in failed(
+        cloud.cli("admin", "limit", "set", tenant, "spend", "1", "--per", "year")
+    )
+    assert "needs a period" in failed(cloud.cli("admin", "limit", "set", tenant, "spend", "1"))
+
+    two = ("--gpus", "2", "--gpu-type", "H100", "--cpus", "0.1")
+    result = cloud.cli("run", "--dry-run", *two, "--", "true", token=token)
+    assert result.returncode == 1  # a dry run that would not be admitted says so in its status
+    dry = result.stdout
+    assert "quota     no: never: it needs 2 H100s at once" in dry
+    assert "would not be admitted" in dry
+    assert "can never run for this tenant" in failed(
+        cloud.cli("run", *two, "--", "true", token=token)
+    )
+
+    first = cloud.json("run", *H100_JOB, "--", "sh", "-c", gated(gate), token=token)["id"]
+    cloud.wait_state(first, "RUNNING")
+    second = cloud.json("run", *H100_JOB, "--", "true", token=token)["id"]
+    held = wait_for(
+        lambda: (j := cloud.job(second, token))["reason"] == "WAITING_FOR_QUOTA" and j,
+        "the second job to wait for the quota",
+    )
+    assert held["state"] == "PENDING" and "at most 1 H100 at once" in held["message"]
+    assert "1 H100" in cloud.ok("limits", token=token)
+    gate.touch()
+    assert cloud.wait_state(second, "SUCCEEDED")["state"] == "SUCCEEDED"
+    left = cloud.json("admin", "limit", "remove", tenant, "gpus", "--model", "H100")
+    assert [r["kind"] for r in left] == ["spend"]
+    assert "not found" in failed(cloud.cli("admin", "limit", "remove", tenant, "gpus"))

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from gpucloud.store.db import Database
 from gpucloud.store.models import AllocationMeter, Event
+from tests.billing_api import bearer, priced_api, run_for, submit, tenant, wallet
 from tests.fakes import gpu_node
 from tests.harness import Harness, make_harness
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture
@@ -25,45 +20,7 @@ def h(db: Database) -> Harness:
 
 @pytest.fixture
 def api(h: Harness) -> TestClient:
-    client = h.api()
-    # The acceptance prices: H100 at 3600 per GPU-hour (1.00 a second), nothing else.
-    change = client.post("/v1/prices", headers=bearer(h.admin_token), json={
-        "model": "H100", "gpu_hour": "3600", "cpu_core_hour": "0", "memory_gib_hour": "0"})
-    assert change.status_code == 201, change.text
-    # A short runway, so that 20.00 admits a job at 1.00 a second (the default is 600 s).
-    client.put("/v1/admin/config/billing.admission_runway_seconds", json={"value": "10"},
-               headers=bearer(h.admin_token)).raise_for_status()
-    return client
-
-
-def tenant(api: TestClient, h: Harness, name: str, balance: str | None) -> str:
-    api.post("/v1/tenants", json={"name": name}, headers=bearer(h.admin_token))
-    user = api.post("/v1/users", json={"name": f"{name}-u", "tenant": name},
-                    headers=bearer(h.admin_token)).json()
-    if balance is not None:
-        api.post("/v1/admin/topups", json={"tenant": name, "amount": balance, "ref": "first"},
-                 headers=bearer(h.admin_token)).raise_for_status()
-    token: str = user["token"]
-    return token
-
-
-def submit(api: TestClient, token: str, **extra: Any) -> dict[str, Any]:
-    response = api.post("/v1/jobs", headers=bearer(token),
-                        json={"command": ["train"], "gpus": 1, "gpu_type": "H100", **extra})
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def wallet(api: TestClient, token: str) -> dict[str, Any]:
-    body: dict[str, Any] = api.get("/v1/wallet", headers=bearer(token)).json()
-    return body
-
-
-def run_for(h: Harness, seconds: int) -> None:
-    for _ in range(seconds):
-        h.clock.advance(1)
-        h.settle(1)
+    return priced_api(h)
 
 
 def test_a_six_second_job_costs_six(h: Harness, api: TestClient) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.orm import Session
 
 from gpucloud.controllers.context import Context
 from gpucloud.controllers.runtime import ControlLoop
-from gpucloud.core.errors import Unauthenticated
+from gpucloud.core.errors import NotFound, Unauthenticated
 from gpucloud.core.tenancy import Principal
-from gpucloud.store.accounts import authenticate
+from gpucloud.store.accounts import authenticate, find_tenant
 
 
 class Platform:
@@ -42,6 +43,16 @@ def get_principal(
         )
     with platform.ctx.db.read() as session:
         return authenticate(session, secret.strip(), platform.ctx.clock.now())
+
+
+def visible_tenant(session: Session, who: Principal, tenant: str | None) -> str:
+    """The tenant a request is about: the caller's own unless it names one it may see."""
+    if tenant is None:
+        return who.tenant_id
+    found = find_tenant(session, tenant)
+    if not who.can_see(found.id):
+        raise NotFound("tenant", tenant)
+    return found.id
 
 
 PlatformDep = Annotated[Platform, Depends(get_platform)]

@@ -1,4 +1,4 @@
-"""Operator commands: admin topup, credit, ledger verify and config set/get/list."""
+"""Operator commands: admin topup, credit, ledger verify, config set/get/list, limit set/remove."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from rich.text import Text
 
 from gpucloud.cli.common import JsonFlag, client
 from gpucloud.cli.errors import USAGE, CliError
+from gpucloud.cli.limits import limit_app
 from gpucloud.cli.output import console, print_json
 from gpucloud.client.client import ApiError
 from gpucloud.schemas import SettingOut
 
 admin_app = typer.Typer(
-    help="Operator tasks: money, the ledger and settings.", no_args_is_help=True
+    help="Operator tasks: money, the ledger, settings, quotas and budgets.", no_args_is_help=True
 )
 ledger_app = typer.Typer(help="The double-entry ledger.", no_args_is_help=True)
 config_app = typer.Typer(help="Operator settings (e.g. billing.*).", no_args_is_help=True)
@@ -150,6 +151,7 @@ def config_list(as_json: JsonFlag = False) -> None:
 
 admin_app.add_typer(ledger_app, name="ledger")
 admin_app.add_typer(config_app, name="config")
+admin_app.add_typer(limit_app, name="limit")
 
 
 def register(app: typer.Typer) -> None:

@@ -51,7 +51,7 @@ def _wait(job: JobOut, quiet: bool, timeout: float | None = None) -> JobOut:
 
 
 def allowed_now(estimate: Estimate) -> bool:
-    return estimate.funds_ok and estimate.fits_fleet
+    return estimate.funds_ok and estimate.fits_fleet and estimate.quota_ok
 
 
 def print_estimate(estimate: Estimate) -> None:
@@ -68,6 +68,7 @@ def print_estimate(estimate: Estimate) -> None:
     lines.append(("balance", balance))
     lines.append(("funds", verdict(estimate.funds_ok, estimate.funds_message)))
     lines.append(("fleet", verdict(estimate.fits_fleet, estimate.fits_message)))
+    lines.append(("quota", verdict(estimate.quota_ok, estimate.quota_message)))
     for label, value in lines:
         console.print(f"{label:<10}{value}", markup=False)
     would = "would" if allowed_now(estimate) else "would not"

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 import gpucloud
-from gpucloud.cli import accounts, admin, billing, fleet, jobs, up
+from gpucloud.cli import accounts, admin, billing, fleet, jobs, limits, up
 from gpucloud.cli.errors import guarded
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ accounts.register(app)
 jobs.register(app)
 fleet.register(app)
 billing.register(app)
+limits.register(app)
 admin.register(app)
 
 

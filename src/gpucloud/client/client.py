@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from gpucloud.billing.limits import LimitKind, Period
 from gpucloud.client import config
 from gpucloud.core.errors import InvalidRequest
 from gpucloud.core.jobspec import JobSpec, parse_job_spec
@@ -25,6 +26,7 @@ from gpucloud.schemas import (
     EventOut,
     JobOut,
     LedgerReport,
+    LimitOut,
     NodeOut,
     Page,
     PriceBookHistory,
@@ -449,6 +451,47 @@ class Client:
             "PUT", f"/v1/admin/config/{_seg(key)}", body={"value": value}, safe_to_resend=True
         )
         return self._parse(SettingOut, data)
+
+    # -- quotas and budgets --------------------------------------------------------------------
+
+    def limits(self, tenant: str | None = None) -> list[LimitOut]:
+        """A tenant's quotas and budgets (default: the caller's), with what counts against them."""
+        params = {"tenant": tenant} if tenant else None
+        data = self._send("GET", "/v1/limits", params=params, safe_to_resend=True)
+        return [self._parse(LimitOut, item) for item in _list(data, self.url)]
+
+    def set_limit(
+        self,
+        tenant: str,
+        kind: LimitKind | str,
+        value: str,
+        *,
+        model: str | None = None,
+        period: Period | str | None = None,
+    ) -> list[LimitOut]:
+        """Set a cap (``gpus``, ``compute-units``) or a budget (``card-hours``, ``spend`` with a
+        ``period``) for a tenant (operators); the same kind, model and period replaces it."""
+        body = {"tenant": tenant, "kind": str(kind), "value": value, "model": model}
+        if period is not None:
+            body["period"] = str(period)
+        data = self._send("PUT", "/v1/admin/limits", body=body, safe_to_resend=True)
+        return [self._parse(LimitOut, item) for item in _list(data, self.url)]
+
+    def remove_limit(
+        self,
+        tenant: str,
+        kind: LimitKind | str,
+        *,
+        model: str | None = None,
+        period: Period | str | None = None,
+    ) -> list[LimitOut]:
+        params = {"tenant": tenant, "kind": str(kind)}
+        if model:
+            params["model"] = model
+        if period is not None:
+            params["period"] = str(period)
+        data = self._send("DELETE", "/v1/admin/limits", params=params, safe_to_resend=True)
+        return [self._parse(LimitOut, item) for item in _list(data, self.url)]
 
     # -- audit ---------------------------------------------------------------------------------
 

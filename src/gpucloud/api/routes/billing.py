@@ -11,11 +11,12 @@ from fastapi import APIRouter, Header, Query
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gpucloud.api.deps import Platform, PlatformDep, PrincipalDep
+from gpucloud.api.deps import Platform, PlatformDep, PrincipalDep, visible_tenant
 from gpucloud.billing.funds import burn_units_per_second, seconds_left
 from gpucloud.billing.money import Money, parse_amount
 from gpucloud.billing.pricing import (
     SCALE,
+    Footprint,
     PriceVersion,
     price_per_hour_minor,
     units_per_second,
@@ -27,7 +28,7 @@ from gpucloud.core.config import SETTINGS, parse_setting
 from gpucloud.core.errors import InsufficientFunds, InvalidRequest, NotFound
 from gpucloud.core.jobspec import JobSpec
 from gpucloud.core.placement import never_fits
-from gpucloud.core.tenancy import Principal, Role
+from gpucloud.core.tenancy import Role
 from gpucloud.schemas import (
     Amount,
     CreditIn,
@@ -46,8 +47,8 @@ from gpucloud.schemas import (
 )
 from gpucloud.store import billing as billing_store
 from gpucloud.store import ledger
-from gpucloud.store.accounts import find_tenant
 from gpucloud.store.inventory import cluster_snapshot, request_of_spec
+from gpucloud.store.limit_gate import LimitGate
 from gpucloud.store.models import LedgerAccount, LedgerTransaction
 from gpucloud.store.prices import add_version, latest_version_number, load_versions
 from gpucloud.store.settings import all_settings, set_setting
@@ -142,19 +143,10 @@ def _price(text: str | None, currency: str, field: str, default: int = 0) -> int
     return minor
 
 
-def _tenant_for(session: Session, who: Principal, tenant: str | None) -> str:
-    if tenant is None:
-        return who.tenant_id
-    found = find_tenant(session, tenant)
-    if not who.can_see(found.id):
-        raise NotFound("tenant", tenant)
-    return found.id
-
-
 @router.get("/wallet", response_model=WalletOut)
 def wallet(platform: PlatformDep, who: PrincipalDep, tenant: str | None = None) -> WalletOut:
     with platform.ctx.db.read() as session:
-        tenant_id = _tenant_for(session, who, tenant)
+        tenant_id = visible_tenant(session, who, tenant)
         version = _current(session, platform)
         held = billing_store.holdings(session, tenant_id)
         running = billing_store.running_footprints(session, tenant_id)
@@ -209,7 +201,7 @@ def usage(
     until: Annotated[datetime | None, Query(alias="to")] = None,
 ) -> list[UsageOut]:
     with platform.ctx.db.read() as session:
-        tenant_id = _tenant_for(session, who, tenant)
+        tenant_id = visible_tenant(session, who, tenant)
         currency = _current(session, platform).currency
         rows = billing_store.usage(
             session, tenant_id, since and as_utc(since), until and as_utc(until), currency
@@ -239,9 +231,11 @@ def estimate(spec: JobSpec, platform: PlatformDep, who: PrincipalDep) -> Estimat
     now = platform.ctx.clock.now()
     with platform.ctx.db.read() as session:
         version = _current(session, platform)
-        fp = billing_store.priced_footprint(session, version, billing_store.footprint_of_spec(spec))
+        asked = billing_store.footprint_of_spec(spec)
+        fp = billing_store.priced_footprint(session, version, asked)
         funds = billing_store.affordability(session, who.tenant_id, fp, spec.max_duration_s, now)
         fits = never_fits(cluster_snapshot(session), request_of_spec(spec))
+        quota = _quota_verdict(LimitGate(session, now), who.tenant_id, asked, spec.max_duration_s)
     per_hour = Money(price_per_hour_minor(version, fp), version.currency)
     total = None
     if spec.max_duration_s is not None:
@@ -262,7 +256,19 @@ def estimate(spec: JobSpec, platform: PlatformDep, who: PrincipalDep) -> Estimat
         ),
         fits_fleet=fits is None,
         fits_message=fits or "fits this fleet",
+        quota_ok=quota is None,
+        quota_message=quota or "within the tenant's quotas and budgets",
     )
+
+
+def _quota_verdict(
+    gate: LimitGate, tenant_id: str, fp: Footprint, max_duration_s: int | None
+) -> str | None:
+    never = gate.never(tenant_id, fp, max_duration_s)
+    if never is not None:
+        return f"never: {never}"
+    blocked = gate.blocking(tenant_id, fp, max_duration_s)
+    return None if blocked is None else f"would wait: {blocked.message}"
 
 
 # --- operator --------------------------------------------------------------------------------
@@ -275,7 +281,7 @@ def topup(
     who.require_operator("top-ups")
     ref = body.ref or idempotency_key or str(uuid.uuid4())
     with platform.ctx.db.write() as session:
-        tenant_id = _tenant_for(session, who, body.tenant)
+        tenant_id = visible_tenant(session, who, body.tenant)
         currency = _current(session, platform).currency
         billing_store.topup(
             session,
@@ -296,7 +302,7 @@ def credit(
     who.require_operator("credits")
     ref = body.ref or idempotency_key or str(uuid.uuid4())
     with platform.ctx.db.write() as session:
-        tenant_id = _tenant_for(session, who, body.tenant)
+        tenant_id = visible_tenant(session, who, body.tenant)
         currency = _current(session, platform).currency
         billing_store.credit(
             session,

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from gpucloud.api import idempotent
 from gpucloud.api.deps import Platform, PlatformDep, PrincipalDep
 from gpucloud.api.views import event_out, job_out
-from gpucloud.core.errors import InsufficientFunds, NeverFits
+from gpucloud.core.errors import ExceedsQuota, InsufficientFunds, NeverFits
 from gpucloud.core.jobspec import JobSpec
 from gpucloud.core.placement import never_fits
 from gpucloud.core.states import JobState
@@ -22,6 +22,7 @@ from gpucloud.schemas import EventOut, JobOut, Page
 from gpucloud.store import jobs as job_store
 from gpucloud.store.billing import affordability, footprint_of_spec
 from gpucloud.store.inventory import cluster_snapshot, request_of_spec
+from gpucloud.store.limit_gate import LimitGate
 from gpucloud.store.models import Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -32,7 +33,10 @@ LOG_POLL_S = 0.25
     "",
     status_code=201,
     response_model=JobOut,
-    responses={422: {"description": "invalid, or can never fit on this fleet"}},
+    responses={
+        422: {"description": "invalid, or can never fit on this fleet or the tenant's limits"},
+        402: {"description": "the wallet does not cover the admission runway"},
+    },
 )
 def submit_job(
     spec: JobSpec,
@@ -49,12 +53,14 @@ def submit_job(
                 f"{_describe(spec)} can never fit on this fleet ({reason}); "
                 "ask for fewer or other resources"
             )
+        fp = footprint_of_spec(spec)
+        beyond = LimitGate(session, platform.ctx.clock.now()).never(
+            who.tenant_id, fp, spec.max_duration_s
+        )
+        if beyond is not None:
+            raise ExceedsQuota(f"{_describe(spec)} can never run for this tenant: {beyond}")
         funds = affordability(
-            session,
-            who.tenant_id,
-            footprint_of_spec(spec),
-            spec.max_duration_s,
-            platform.ctx.clock.now(),
+            session, who.tenant_id, fp, spec.max_duration_s, platform.ctx.clock.now()
         )
         if funds is not None and not funds.covered:
             raise InsufficientFunds(funds.explain())

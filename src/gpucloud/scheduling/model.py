@@ -76,6 +76,7 @@ class Workload:
     gang_size: int = 1
     topology: TopologyRequirement | None = None
     seconds_since_checkpoint: float | None = None
+    time_limit_s: float | None = None  # wall-clock limit; backfill needs it (None: unbounded)
 
     def __post_init__(self) -> None:
         if self.gpu_count < 0 or self.cpu_milli < 0 or self.memory_mib < 0:

@@ -1,0 +1,77 @@
+"""Queue order: priority class first, then Dominant Resource Fairness among tenants.
+
+Within one priority class the next job comes from the tenant with the smallest dominant share
+(its largest fraction of cluster CPU, memory or GPU, divided by its weight), oldest job first.
+Shares are charged as jobs are placed in the same pass, so one pass interleaves tenants the way
+DRF's progressive filling does; a job that cannot be placed charges nothing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from gpucloud.scheduling.model import MILLI, Node, Workload
+
+FloatArray = npt.NDArray[np.float64]
+
+
+def demand(w: Workload) -> FloatArray:
+    return np.array([w.cpu_milli, w.memory_mib, w.total_gpu_milli], dtype=np.float64)
+
+
+def capacity(nodes: Sequence[Node]) -> FloatArray:
+    return np.array([sum(n.cpu_milli for n in nodes), sum(n.memory_mib for n in nodes),
+                     sum(len(n.devices) for n in nodes) * MILLI], dtype=np.float64)
+
+
+@dataclass
+class Shares:
+    capacity: FloatArray
+    weights: Mapping[str, float] = field(default_factory=dict)  # default weight 1
+    used: dict[str, FloatArray] = field(default_factory=dict)
+
+    def dominant(self, tenant: str) -> float:
+        used = self.used.get(tenant)
+        if used is None:
+            return 0.0
+        present = self.capacity > 0  # a resource the cluster lacks cannot dominate
+        share = float((used[present] / self.capacity[present]).max(initial=0.0))
+        return share / self.weights.get(tenant, 1.0)
+
+    def charge(self, tenant: str, w: Workload, sign: int = 1) -> None:
+        self.used[tenant] = self.used.get(tenant, np.zeros(3)) + sign * demand(w)
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Unit(Generic[T]):
+    """A schedulable unit: one workload or a whole gang (``item``), with its ordering keys."""
+
+    item: T
+    tenant: str
+    priority: int
+    position: int  # submission order (first member's place in the queue)
+
+
+def fair_order(units: Sequence[Unit[T]], shares: Shares) -> Iterator[Unit[T]]:
+    """Yield units highest priority class first, DRF within a class. The caller charges
+    ``shares`` for each unit it places before asking for the next one."""
+    classes: dict[int, dict[str, deque[Unit[T]]]] = {}
+    for u in sorted(units, key=lambda u: u.position):
+        classes.setdefault(u.priority, {}).setdefault(u.tenant, deque()).append(u)
+    for priority in sorted(classes, reverse=True):
+        queues = classes[priority]
+        while queues:
+            tenant = min(queues, key=lambda t: (shares.dominant(t), queues[t][0].position))
+            unit = queues[tenant].popleft()
+            if not queues[tenant]:
+                del queues[tenant]
+            yield unit

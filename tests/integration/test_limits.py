@@ -134,6 +134,12 @@ def test_a_spend_budget_stops_jobs_before_the_wallet_would(h: Harness, api: Test
     assert (final["state"], final["reason"]) == ("FAILED", "BUDGET_EXHAUSTED")
     spent = 1000 - float(wallet(api, token)["balance"])
     assert 10.0 <= spent <= 16.0
+    events = api.get("/v1/events", headers=bearer(token)).json()["items"]
+    kinds = [e["kind"] for e in events]
+    # Warned once at 80% (12.00 of 15.00), however many passes saw it past the mark.
+    assert kinds.count("budget.low") == 1 and kinds.count("budget.exhausted") == 1
+    low = next(e for e in events if e["kind"] == "budget.low")
+    assert "of the budget of 15.00 CNY per week used" in low["message"]
     report = api.get("/v1/admin/ledger/verify", headers=bearer(h.admin_token)).json()
     assert report["ok"], report["violations"]
 

@@ -231,6 +231,13 @@ def first_blocking(
     return None
 
 
+WARN_AT_PCT = 80  # a budget this far spent warns its tenant, once per period
+
+
+def nearly_spent(limit: Limit, taken: int) -> bool:
+    return limit.period is not None and taken * 100 >= limit.amount * WARN_AT_PCT
+
+
 @dataclass(frozen=True)
 class Running:
     """A running job, as budgets see it."""

@@ -37,6 +37,7 @@ from gpucloud.store.billing import holdings, running_footprints
 from gpucloud.store.inventory import allocation_gpu_model
 from gpucloud.store.jobs import request_stop
 from gpucloud.store.limit_gate import LimitGate
+from gpucloud.store.limits import mark_warned
 from gpucloud.store.models import Allocation, AllocationMeter, Job, LedgerAccount, Tenant
 from gpucloud.store.prices import load_versions
 from gpucloud.store.settings import get_setting
@@ -225,10 +226,25 @@ class MeteringController:
     def _check_budgets(
         self, session: Session, tenants: set[str], interval: int, now: datetime
     ) -> None:
-        """Stop the jobs that spend a budget before they overrun it."""
+        """Warn once per period when a budget is nearly spent; stop the jobs that spend a
+        budget before they overrun it."""
         gate = LimitGate(session, now)
         horizon = self.ctx.tunables.funds_stop_grace_s + interval
         for tenant in sorted(tenants):
+            for limit, taken in gate.nearly_spent(tenant):
+                assert limit.period is not None  # only budgets are ever nearly spent
+                if mark_warned(session, tenant, limit, limit.period.start(now)):
+                    record_event(
+                        session,
+                        at=now,
+                        object_kind="tenant",
+                        object_id=tenant,
+                        kind="budget.low",
+                        tenant_id=tenant,
+                        reason="BUDGET_LOW",
+                        message=f"{limit.show(taken, gate.currency)} of the budget of "
+                        f"{limit.describe(gate.currency)} used; jobs stop when it is spent",
+                    )
             for limit, job_ids in gate.budget_stops(tenant, horizon):
                 spent = f"the budget of {limit.describe(gate.currency)} is spent"
                 stopped = [

@@ -18,6 +18,7 @@ from gpucloud.billing.limits import (
     budget_stops,
     claim_of,
     first_blocking,
+    nearly_spent,
     never_within,
     used,
 )
@@ -102,6 +103,10 @@ class LimitGate:
     def admitted(self, tenant_id: str, fp: Footprint) -> None:
         if self.limits(tenant_id):
             self._held_by(tenant_id).append(self._claim(fp)[0])
+
+    def nearly_spent(self, tenant_id: str) -> list[tuple[Limit, int]]:
+        """Budgets of the tenant used past the warning mark, with their use this period."""
+        return [(lim, taken) for lim, taken in self.usage(tenant_id) if nearly_spent(lim, taken)]
 
     def budget_stops(self, tenant_id: str, horizon_s: float) -> list[tuple[Limit, list[str]]]:
         """Budgets the tenant's running jobs would overrun within ``horizon_s``, with those jobs."""

@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from gpucloud.billing.ledger import TxKind, wallet_account
@@ -46,6 +46,22 @@ def set_limit(session: Session, tenant_id: str, limit: Limit, who: str, now: dat
 def remove_limit(session: Session, tenant_id: str, limit_key: str) -> bool:
     result = session.execute(
         delete(TenantLimit).where(TenantLimit.tenant_id == tenant_id, TenantLimit.key == limit_key)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def mark_warned(session: Session, tenant_id: str, limit: Limit, period_start: datetime) -> bool:
+    """Record that the tenant was warned about this budget in this period; False if it already
+    was (the guarded UPDATE makes two concurrent passes warn once)."""
+    result = session.execute(
+        update(TenantLimit)
+        .where(
+            TenantLimit.tenant_id == tenant_id,
+            TenantLimit.key == limit.key,
+            or_(TenantLimit.warned_period.is_(None), TenantLimit.warned_period < period_start),
+        )
+        .values(warned_period=period_start)
+        .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0))
 

@@ -301,5 +301,7 @@ class TenantLimit(Base):
     model: Mapped[str | None] = mapped_column(String(32))
     period: Mapped[str | None] = mapped_column(String(8))
     amount: Mapped[int] = mapped_column(BigInteger)
+    # The start of the budget period the tenant was last warned in: one warning per period.
+    warned_period: Mapped[datetime | None]
     updated_by: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[datetime]

@@ -18,6 +18,7 @@ from gpucloud.billing.limits import (
     budget_stops,
     claim_of,
     first_blocking,
+    nearly_spent,
     never_within,
     parse_limit,
     used,
@@ -157,3 +158,10 @@ def test_admitting_one_by_one_never_exceeds_any_cap(
             held.append(claim)
     for limit in limits:
         assert used(limit, held, PeriodUsage({}, 0)) <= limit.amount
+
+
+def test_budgets_warn_from_eighty_percent_and_caps_never() -> None:
+    budget = Limit(LimitKind.CARD_HOURS, 1000, None, Period.DAY)
+    assert not nearly_spent(budget, 799)
+    assert nearly_spent(budget, 800)
+    assert not nearly_spent(Limit(LimitKind.GPUS, 10), 10)

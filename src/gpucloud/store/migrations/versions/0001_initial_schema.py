@@ -143,6 +143,7 @@ def upgrade() -> None:
         sa.Column("model", sa.String(length=32), nullable=True),
         sa.Column("period", sa.String(length=8), nullable=True),
         sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("warned_period", sa.DateTime(timezone=True), nullable=True),
         sa.Column("updated_by", sa.String(length=64), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bench.machine import describe  # noqa: E402
 from gpucloud.scheduling.engine import Placer  # noqa: E402
-from gpucloud.scheduling.fgd_sim import RunResult, run  # noqa: E402
+from gpucloud.scheduling.fgd_sim import RunResult, parse_seeds, run, summarise  # noqa: E402
 from gpucloud.scheduling.frag import typical  # noqa: E402
 from gpucloud.scheduling.model import Device, Node, Workload  # noqa: E402
 from gpucloud.scheduling.registry import POLICIES  # noqa: E402
@@ -54,13 +54,6 @@ PUBLISHED: dict[str, dict[str, float]] = {
 }
 
 
-def seeds_arg(text: str) -> list[int]:
-    if "-" in text:
-        low, high = text.split("-", 1)
-        return list(range(int(low), int(high) + 1))
-    return [int(s) for s in text.split(",")]
-
-
 def _one(job: tuple[str, str, int]) -> tuple[str, str, RunResult, float]:
     pod_list, policy, seed = job
     with (TRACES / NODE_LIST).open() as handle:
@@ -74,7 +67,7 @@ def _one(job: tuple[str, str, int]) -> tuple[str, str, RunResult, float]:
 
 def table(args: argparse.Namespace) -> None:
     lists = ["default"] if args.quick and not args.lists else (args.lists or list(ALL_LISTS))
-    seeds = seeds_arg(args.seeds or ("42-43" if args.quick else "42-51"))
+    seeds = parse_seeds(args.seeds or ("42-43" if args.quick else "42-51"))
     policies = args.policies or list(ALL_POLICIES)
     jobs = [(pl, po, s) for pl in lists for po in policies for s in seeds]
     results: dict[tuple[str, str], list[RunResult]] = {}
@@ -88,11 +81,7 @@ def table(args: argparse.Namespace) -> None:
         print(json.dumps({
             "machine": describe(), "seeds": seeds,
             "runs": {f"{pl}/{po}": {
-                "alloc_pct_at_100": means[(pl, po)],
-                "per_seed": {r.seed: r.alloc_pct_at_100 for r in rs},
-                "published": PUBLISHED.get(pl, {}).get(po),
-                "curve": [statistics.fmean(c) for c in zip(*(r.curve for r in rs),
-                                                            strict=False)],
+                **summarise(rs), "published": PUBLISHED.get(pl, {}).get(po),
             } for (pl, po), rs in results.items()},
         }, indent=1))
     else:
@@ -108,11 +97,11 @@ def table(args: argparse.Namespace) -> None:
             print(f"{pl:<12}" + "".join(f"{c:>18}" for c in cells))
         print(f"# {len(jobs)} runs, {seconds:.0f} s of simulation")
     if args.png:
-        plot(results, lists, policies, Path(args.png))
+        plot(results, lists, policies, Path(args.png), quiet=args.json)
 
 
 def plot(results: dict[tuple[str, str], list[RunResult]], lists: list[str],
-         policies: list[str], path: Path) -> None:
+         policies: list[str], path: Path, quiet: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,7 +128,7 @@ def plot(results: dict[tuple[str, str], list[RunResult]], lists: list[str],
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    print(f"# wrote {path}")
+    print(f"# wrote {path}", file=sys.stderr if quiet else sys.stdout)
 
 
 def throughput(args: argparse.Namespace) -> None:

@@ -130,3 +130,29 @@ def usable_after_fraction(state: ClusterState, dist: Compiled, idx: IntArray,
     cpu = state.cpu_free[idx] - shape.cpu_milli
     host = (count >= dist.count) & (cpu[:, None, None] >= dist.cpu)
     return np.asarray((host * sum_ge) @ dist.weight, dtype=np.float64), fits
+
+
+def cpu_per_gpu_milli(dist: Compiled) -> FloatArray:
+    """Per model code, the CPU milli that typical GPU requests take per GPU milli.
+
+    Weighted over the typical requests that may use the model, so a model that only
+    CPU-hungry requests are allowed on gets a higher ratio. Model codes that no typical GPU
+    request may use (and the padding code) get the overall ratio. 0 where no typical request
+    wants a GPU.
+    """
+    gpu = dist.weight * dist.milli * dist.count  # (T,); CPU-only shapes weigh 0
+    cpu = dist.weight * dist.cpu
+    overall = float(cpu.sum() / gpu.sum()) if gpu.sum() > 0 else 0.0
+    allowed = dist.allowed.astype(np.float64)  # (models + 1, T)
+    num, den = allowed @ cpu, allowed @ gpu
+    return np.asarray(np.where(den > 0, num / np.where(den > 0, den, 1.0), overall),
+                      dtype=np.float64)
+
+
+def stranded_milli(gpu_free: FloatArray, cpu_free: FloatArray, ratio: FloatArray) -> FloatArray:
+    """Free GPU milli that the node's free CPU cannot feed at ``ratio`` CPU milli per GPU milli
+    (typical requests' proportions): ``max(0, gpu_free - cpu_free / ratio)``, 0 where the
+    ratio is 0. Shapes broadcast."""
+    safe = np.where(ratio > 0, ratio, 1.0)
+    return np.asarray(np.where(ratio > 0, np.maximum(0.0, gpu_free - cpu_free / safe), 0.0),
+                      dtype=np.float64)

@@ -18,6 +18,8 @@ from gpucloud.scheduling.frag import (
     Compiled,
     Distribution,
     FloatArray,
+    cpu_per_gpu_milli,
+    stranded_milli,
     usable_after_fraction,
     usable_after_whole,
     usable_milli,
@@ -188,11 +190,18 @@ class FgdScorer(_FragBase):
 
 
 class FragAwareScorer(_FragBase):
-    """Ours: FGD's fragmentation growth, with the sigmoid centred by request size, nudged
-    towards a fixed node order.
+    """Ours: FGD's fragmentation growth plus the growth of CPU-stranded GPU, with the sigmoid
+    centred by request size and a nudge towards a fixed node order.
+
+    Joint CPU/GPU fragmentation: FGD counts a node's free GPU as lost to a typical request
+    only once the node's free CPU is below that request's (a step). We add ``strand`` times
+    the growth of ``max(0, free GPU milli - free CPU milli / r)``, r being the CPU per GPU
+    milli of the typical GPU requests allowed on the node's model: GPU that the CPU left
+    could not feed at the workload's usual proportions. It steers CPU-hungry requests away
+    from nodes whose CPU is already short for their GPUs, before the step is reached.
 
     FGD scores ``sigmoid(-growth / 1000)`` in integer points. We score
-    ``sigmoid(-(growth + 2 * request) / 1000)``: for fractions the score keeps FGD's
+    ``sigmoid(-(growth + centre * request) / 1000)``: for fractions the score keeps FGD's
     resolution, while for whole-GPU requests it saturates towards 0, so their ties fall to the
     fixed node order (first fit), which keeps load consolidated and whole nodes free. A further
     ``consolidate`` points across the node order let near-equal placements pile onto the same
@@ -203,14 +212,32 @@ class FragAwareScorer(_FragBase):
     random = False
 
     def __init__(self, dist: Distribution, consolidate: float = 3.0,
-                 centre: float = 2.0) -> None:
+                 centre: float = 2.0, strand: float = 1.0) -> None:
         super().__init__(dist)
-        self.consolidate, self.centre = consolidate, centre
+        self.consolidate, self.centre, self.strand = consolidate, centre, strand
+        self._ratio: tuple[int, FloatArray] | None = None
 
     def node_bias(self, rank: IntArray) -> FloatArray:
         """Score points taken off each node: 0 for the first in the tie order, up to
         ``consolidate`` for the last. The placer adds it to every score."""
         return np.asarray(-self.consolidate * rank / max(rank.size, 1), dtype=np.float64)
+
+    def growth(self, state: ClusterState, shape: Shape,
+               idx: IntArray) -> tuple[FloatArray, IntArray | None]:
+        growth, device = super().growth(state, shape, idx)
+        if not self.strand:
+            return growth, device
+        if self._ratio is None or self._ratio[0] != id(state):
+            self._ratio = (id(state), cpu_per_gpu_milli(self.compiled(state)))
+        ratio = self._ratio[1][state.gpu_model[idx, 0]]  # the node's (first device's) model
+        gpu = (state.gpu_free[idx] * state.gpu_ok[idx]).sum(axis=1).astype(np.float64)
+        cpu = state.cpu_free[idx].astype(np.float64)
+        extra = self.strand * (
+            stranded_milli(gpu - shape.total_gpu_milli, cpu - shape.cpu_milli, ratio)
+            - stranded_milli(gpu, cpu, ratio))
+        if device is None:  # fractions: (n, D), the node's term on every device that fits
+            return np.where(growth >= UNFIT, growth, growth + extra[:, None]), None
+        return growth + extra, device
 
     def score(self, state: ClusterState, shape: Shape,
               idx: IntArray) -> tuple[FloatArray, IntArray]:

@@ -1,8 +1,10 @@
-"""Offline simulations of the scheduler: 'gpucloud sim fgd' (no server involved)."""
+"""Offline simulations of the scheduler: 'gpucloud sim fgd' and 'gpucloud sim replay' (no
+server involved)."""
 
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +16,14 @@ from gpucloud.cli.output import console, print_json
 from gpucloud.scheduling.fgd_sim import parse_seeds, run_seeds, summarise
 from gpucloud.scheduling.model import Node, Workload
 from gpucloud.scheduling.registry import POLICIES
-from gpucloud.scheduling.traces import TraceError, parse_nodes, parse_pods
+from gpucloud.scheduling.replay import percentile, replay, timed_pods
+from gpucloud.scheduling.scheduler import SchedulerConfig
+from gpucloud.scheduling.traces import (
+    PodTimes,
+    TraceError,
+    parse_nodes,
+    parse_pods_with_times,
+)
 
 sim_app = typer.Typer(
     help="Offline scheduler simulations on trace files (no server needed).",
@@ -36,14 +45,7 @@ def _load_nodes(path: Path) -> list[Node]:
 
 
 def _load_pods(path: Path) -> list[Workload]:
-    try:
-        with path.open(newline="") as handle:
-            pods = parse_pods(handle)
-    except (OSError, UnicodeDecodeError, csv.Error, TraceError) as err:
-        raise InputError(f"--pods {path}: {_reason(err)}") from None
-    if not pods:
-        raise InputError(f"--pods {path}: no pods in the file")
-    return pods
+    return [workload for workload, _ in _load_rows(path)]
 
 
 def _reason(err: Exception) -> str:
@@ -135,6 +137,108 @@ def fgd(
             f"  seed {r.seed}: {r.alloc_pct_at_100:.2f}%  ({r.placed} placed, {r.failed} failed)",
             markup=False,
         )
+
+
+@sim_app.command("replay")
+def replay_trace(
+    nodes: Annotated[
+        Path,
+        typer.Option("--nodes", help="Node list CSV: sn,cpu_milli,memory_mib,gpu,model."),
+    ],
+    pods: Annotated[
+        Path,
+        typer.Option(
+            "--pods",
+            help="Pod list CSV with creation_time, deletion_time and scheduled_time (seconds).",
+        ),
+    ],
+    policy: Annotated[
+        str,
+        typer.Option("--policy", help=f"One of {', '.join(POLICIES)}."),
+    ] = DEFAULT_POLICY,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Replay only the first N pods to arrive.")
+    ] = None,
+    tick: Annotated[
+        int,
+        typer.Option("--tick", min=1, help="Seconds of trace time coalesced into one pass."),
+    ] = 60,
+    compress: Annotated[
+        float,
+        typer.Option(
+            "--compress",
+            min=1.0,
+            help="Divide arrival times by this (run times unchanged) to load the cluster more.",
+        ),
+    ] = 1.0,
+    preemption: Annotated[
+        bool, typer.Option(help="Let higher-priority pods preempt (least lost work first).")
+    ] = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Replay a trace in time through the real queueing (fair share, gangs, backfill,
+    preemption): utilisation over time, wait-time and completion-time percentiles.
+
+    Pods arrive at creation_time and run for deletion_time - scheduled_time once started
+    (pods without times arrive at 0 and never end). Waits are measured to the pass that
+    started the pod, so to within --tick seconds.
+    """
+    if policy not in POLICIES:
+        raise InputError(f"--policy {policy!r}: choose one of {', '.join(POLICIES)}")
+    node_list = _load_nodes(nodes)
+    timed = sorted(
+        (replace(p, arrival_s=int(p.arrival_s / compress)) for p in timed_pods(_load_rows(pods))),
+        key=lambda p: (p.arrival_s, p.workload.id),
+    )
+    timed = timed[:limit] if limit else timed
+    result = replay(node_list, timed, POLICIES[policy], SchedulerConfig(preemption=preemption),
+                    tick_s=tick)
+    waits = list(result.waits_s.values())
+    jcts = list(result.completions_s.values())
+    summary = {
+        "policy": policy,
+        "compress": compress,
+        "pods": len(timed),
+        "started": len(waits),
+        "completed": len(jcts),
+        "never_started": len(result.never_started),
+        "preemptions": result.preemptions,
+        "passes": result.passes,
+        "utilisation_pct": round(result.utilisation_pct(), 2),
+        "wait_s": {f"p{q}": percentile(waits, q) for q in (50, 90, 99)},
+        "completion_s": {f"p{q}": percentile(jcts, q) for q in (50, 90, 99)},
+    }
+    if as_json:
+        print_json({**summary, "utilisation_over_time": [list(s) for s in result.samples]})
+        return
+    console.print(
+        f"{policy}: {len(timed)} pods, {len(waits)} started, {len(jcts)} completed, "
+        f"{len(result.never_started)} never started, {result.preemptions} preemptions "
+        f"({result.passes} passes, tick {tick}s, arrivals compressed x{compress:g})",
+        markup=False,
+    )
+    console.print(f"  GPU allocated, time-weighted mean: {summary['utilisation_pct']:.2f}%",
+                  markup=False)
+    for label, key in (("wait", "wait_s"), ("completion time", "completion_s")):
+        values = summary[key]
+        assert isinstance(values, dict)
+        shown = ", ".join(f"{k} {_seconds(v)}" for k, v in values.items())
+        console.print(f"  {label}: {shown}", markup=False)
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}s"
+
+
+def _load_rows(path: Path) -> list[tuple[Workload, PodTimes]]:
+    try:
+        with path.open(newline="") as handle:
+            rows = parse_pods_with_times(handle)
+    except (OSError, UnicodeDecodeError, csv.Error, TraceError) as err:
+        raise InputError(f"--pods {path}: {_reason(err)}") from None
+    if not rows:
+        raise InputError(f"--pods {path}: no pods in the file")
+    return rows
 
 
 def register(app: typer.Typer) -> None:

@@ -4,9 +4,10 @@ server involved)."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO, TypeVar
 
 import typer
 
@@ -31,17 +32,23 @@ sim_app = typer.Typer(
 )
 
 DEFAULT_POLICY = "fragaware"
+T = TypeVar("T")
+
+
+def _read(path: Path, flag: str, parse: Callable[[TextIO], list[T]], what: str) -> list[T]:
+    """Parse a CSV file given by ``flag``; any failure is one error line naming the file."""
+    try:
+        with path.open(newline="") as handle:
+            rows = parse(handle)
+    except (OSError, UnicodeDecodeError, csv.Error, TraceError) as err:
+        raise InputError(f"{flag} {path}: {_reason(err)}") from None
+    if not rows:
+        raise InputError(f"{flag} {path}: no {what} in the file")
+    return rows
 
 
 def _load_nodes(path: Path) -> list[Node]:
-    try:
-        with path.open(newline="") as handle:
-            nodes = parse_nodes(handle)
-    except (OSError, UnicodeDecodeError, csv.Error, TraceError) as err:
-        raise InputError(f"--nodes {path}: {_reason(err)}") from None
-    if not nodes:
-        raise InputError(f"--nodes {path}: no nodes in the file")
-    return nodes
+    return _read(path, "--nodes", parse_nodes, "nodes")
 
 
 def _load_pods(path: Path) -> list[Workload]:
@@ -231,14 +238,7 @@ def _seconds(value: float | None) -> str:
 
 
 def _load_rows(path: Path) -> list[tuple[Workload, PodTimes]]:
-    try:
-        with path.open(newline="") as handle:
-            rows = parse_pods_with_times(handle)
-    except (OSError, UnicodeDecodeError, csv.Error, TraceError) as err:
-        raise InputError(f"--pods {path}: {_reason(err)}") from None
-    if not rows:
-        raise InputError(f"--pods {path}: no pods in the file")
-    return rows
+    return _read(path, "--pods", parse_pods_with_times, "pods")
 
 
 def register(app: typer.Typer) -> None:

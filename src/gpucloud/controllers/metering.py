@@ -210,16 +210,14 @@ class MeteringController:
                 continue
             low = left is not None and left < warn_s
             if low and not wallet.low_balance_alerted:
-                record_event(
+                _tenant_event(
                     session,
-                    at=now,
-                    object_kind="tenant",
-                    object_id=tenant,
-                    kind="wallet.low_balance",
-                    tenant_id=tenant,
-                    reason="LOW_BALANCE",
-                    message=f"the wallet lasts about {int(left or 0)}s at the current "
-                    "burn rate; top up to keep jobs running",
+                    tenant,
+                    "wallet.low_balance",
+                    "LOW_BALANCE",
+                    f"the wallet lasts about {int(left or 0)}s at the current burn rate; "
+                    "top up to keep jobs running",
+                    now,
                 )
             wallet.low_balance_alerted = low
 
@@ -234,16 +232,14 @@ class MeteringController:
             for limit, taken in gate.nearly_spent(tenant):
                 assert limit.period is not None  # only budgets are ever nearly spent
                 if mark_warned(session, tenant, limit, limit.period.start(now)):
-                    record_event(
+                    _tenant_event(
                         session,
-                        at=now,
-                        object_kind="tenant",
-                        object_id=tenant,
-                        kind="budget.low",
-                        tenant_id=tenant,
-                        reason="BUDGET_LOW",
-                        message=f"{limit.show(taken, gate.currency)} of the budget of "
+                        tenant,
+                        "budget.low",
+                        "BUDGET_LOW",
+                        f"{limit.show(taken, gate.currency)} of the budget of "
                         f"{limit.describe(gate.currency)} used; jobs stop when it is spent",
+                        now,
                     )
             for limit, job_ids in gate.budget_stops(tenant, horizon):
                 spent = f"the budget of {limit.describe(gate.currency)} is spent"
@@ -254,16 +250,14 @@ class MeteringController:
                 ]
                 if stopped:
                     log.info("stopping %s: %s for %s", stopped, spent, tenant)
-                    record_event(
+                    _tenant_event(
                         session,
-                        at=now,
-                        object_kind="tenant",
-                        object_id=tenant,
-                        kind="budget.exhausted",
-                        tenant_id=tenant,
-                        reason=Reason.BUDGET_EXHAUSTED.value,
-                        message=f"{spent}: stopping {len(stopped)} job(s); it resets at "
+                        tenant,
+                        "budget.exhausted",
+                        Reason.BUDGET_EXHAUSTED.value,
+                        f"{spent}: stopping {len(stopped)} job(s); it resets at "
                         f"{limit.period.end(now) if limit.period else now:%Y-%m-%d %H:%M} UTC",
+                        now,
                     )
 
     def _stop_tenant_jobs(self, session: Session, tenant: str, now: datetime) -> None:
@@ -278,6 +272,21 @@ class MeteringController:
                 session, job, StopReason.INSUFFICIENT_FUNDS, now, "the wallet is empty: stopping"
             ):
                 log.info("stopping %s: wallet of %s is empty", job.id, tenant)
+
+
+def _tenant_event(
+    session: Session, tenant: str, kind: str, reason: str, message: str, now: datetime
+) -> None:
+    record_event(
+        session,
+        at=now,
+        object_kind="tenant",
+        object_id=tenant,
+        kind=kind,
+        tenant_id=tenant,
+        reason=reason,
+        message=message,
+    )
 
 
 def _footprint(meter: AllocationMeter) -> Footprint:

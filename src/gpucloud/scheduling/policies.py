@@ -8,6 +8,7 @@ included, so that the paper's comparison can be rerun side by side; ``fragaware`
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -151,11 +152,12 @@ class _FragBase:
 
     def __init__(self, dist: Distribution) -> None:
         self.dist = dist
-        self._compiled: tuple[int, Compiled] | None = None
+        # Keyed by a weak reference, not id(): a new state may reuse a collected one's id.
+        self._compiled: tuple[weakref.ref[ClusterState], Compiled] | None = None
 
     def compiled(self, state: ClusterState) -> Compiled:
-        if self._compiled is None or self._compiled[0] != id(state):
-            self._compiled = (id(state), Compiled.build(self.dist, state))
+        if self._compiled is None or self._compiled[0]() is not state:
+            self._compiled = (weakref.ref(state), Compiled.build(self.dist, state))
         return self._compiled[1]
 
     def growth(self, state: ClusterState, shape: Shape,
@@ -215,7 +217,7 @@ class FragAwareScorer(_FragBase):
                  centre: float = 2.0, strand: float = 1.0) -> None:
         super().__init__(dist)
         self.consolidate, self.centre, self.strand = consolidate, centre, strand
-        self._ratio: tuple[int, FloatArray] | None = None
+        self._ratio: tuple[weakref.ref[ClusterState], FloatArray] | None = None
 
     def node_bias(self, rank: IntArray) -> FloatArray:
         """Score points taken off each node: 0 for the first in the tie order, up to
@@ -227,8 +229,8 @@ class FragAwareScorer(_FragBase):
         growth, device = super().growth(state, shape, idx)
         if not self.strand:
             return growth, device
-        if self._ratio is None or self._ratio[0] != id(state):
-            self._ratio = (id(state), cpu_per_gpu_milli(self.compiled(state)))
+        if self._ratio is None or self._ratio[0]() is not state:
+            self._ratio = (weakref.ref(state), cpu_per_gpu_milli(self.compiled(state)))
         ratio = self._ratio[1][state.gpu_model[idx, 0]]  # the node's (first device's) model
         gpu = (state.gpu_free[idx] * state.gpu_ok[idx]).sum(axis=1).astype(np.float64)
         cpu = state.cpu_free[idx].astype(np.float64)

@@ -6,10 +6,13 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from gpucloud.billing.money import Money
 from gpucloud.controllers.context import Tunables
 from gpucloud.core.jobspec import parse_job_spec
 from gpucloud.core.states import JobState
 from gpucloud.core.tenancy import Principal, Role
+from gpucloud.store.accounts import create_tenant
+from gpucloud.store.billing import topup
 from gpucloud.store.db import Database
 from gpucloud.store.jobs import cancel_job, create_job
 from gpucloud.store.models import Allocation, DeviceClaim, Event, Job
@@ -177,3 +180,33 @@ def test_the_scheduler_places_a_long_queue_window_by_window(db: Database) -> Non
     assert sum(state(h, j).state is JobState.RUNNING for j in jobs) == 3
     h.settle(2)
     assert all(state(h, j).state is JobState.RUNNING for j in jobs)
+
+
+def test_tenants_share_the_fleet_by_dominant_share_not_arrival(db: Database) -> None:
+    h = make_harness(db)
+    with h.ctx.db.write() as session:
+        other = create_tenant(session, h.ctx.ids, "second", h.clock.now()).id
+        topup(session, other, Money(10**9, "CNY"), "first", "test", h.clock.now())
+    first = [submit(h, 1) for _ in range(8)]  # enough to take all 8 GPUs in arrival order
+    second = [submit(h, 1, tenant=other) for _ in range(4)]
+    h.settle()
+    running = {j for j in first + second if state(h, j).state is JobState.RUNNING}
+    assert len(running) == 8
+    assert len(running & set(second)) == 4 and len(running & set(first)) == 4
+    waiting = state(h, first[-1])
+    assert waiting.state is JobState.QUEUED and waiting.reason == "WAITING_FOR_RESOURCES"
+
+
+def test_a_short_job_backfills_without_delaying_the_reserved_big_one(db: Database) -> None:
+    h = make_harness(db)
+    long_running = submit(h, 4, max_duration="1h")
+    h.settle()
+    big = submit(h, 8)  # must wait for the 4-GPU job: reserved for when it ends (1 h)
+    short = submit(h, 2, max_duration="10m")  # ends before then: may use idle GPUs
+    too_long = submit(h, 2, max_duration="2h")  # fits now, but would delay the big one
+    h.settle()
+    assert state(h, long_running).state is JobState.RUNNING
+    assert state(h, big).state is JobState.QUEUED
+    assert state(h, short).state is JobState.RUNNING
+    held = state(h, too_long)
+    assert held.state is JobState.QUEUED and held.reason == "WAITING_IN_QUEUE"

@@ -1,11 +1,14 @@
-"""QUEUED -> SCHEDULED: snapshot the fleet and queue, call the pure ``place``, write the plan.
+"""QUEUED -> SCHEDULED: read the fleet, running work and queue head, call the pure
+``gpucloud.scheduling.schedule``, write its placements and why the rest waits.
 
-The snapshot is read without the write lock and the plan is written only when it changes
-something, so an idle or blocked queue costs one read per pass. Only the head of the queue
-(``Tunables.queue_window`` jobs) is considered per pass: with strict FIFO nothing behind a
-blocked job can be placed anyway, so a pass costs the same with 100 or 100,000 jobs queued.
-Writing checks that each job is still QUEUED; the device-claim primary key makes a double
-booking impossible even so.
+The pass orders the queue by priority class, then by each tenant's dominant share (DRF); scores
+nodes with the fragmentation-aware policy; backfills jobs that cannot delay the first blocked
+job's reservation (only when running jobs have a max duration, otherwise nothing is known to
+end). Preemption stays off until victims have a stop path of their own. The input is read
+without the write lock and the plan is written only when it changes something, so an idle or
+blocked queue costs one read per pass; only the head of the queue (``Tunables.queue_window``
+jobs) is considered per pass. Writing checks that each job is still QUEUED; the device-claim
+primary key makes a double booking impossible even so.
 """
 
 from __future__ import annotations
@@ -14,11 +17,24 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from gpucloud.controllers.context import Context
-from gpucloud.core.placement import Pending, Placement, place
 from gpucloud.core.states import HOLDS_ALLOCATION, JobState, Reason
-from gpucloud.store.inventory import cluster_snapshot, queued_jobs
+from gpucloud.scheduling.decisions import SchedulePlan, Waiting, WaitReason
+from gpucloud.scheduling.frag import typical
+from gpucloud.scheduling.model import Placement
+from gpucloud.scheduling.policies import FragAwareScorer
+from gpucloud.scheduling.scheduler import SchedulerConfig, schedule
 from gpucloud.store.models import Allocation, DeviceClaim, Job
+from gpucloud.store.scheduling_input import SchedulingInput, scheduling_input
 from gpucloud.store.transitions import release_allocations, transition
+
+CONFIG = SchedulerConfig(preemption=False)
+WAIT_REASONS = {
+    WaitReason.NO_FIT: Reason.WAITING_FOR_RESOURCES,
+    WaitReason.GANG_INCOMPLETE: Reason.WAITING_FOR_RESOURCES,
+    WaitReason.GANG_NO_DOMAIN: Reason.WAITING_FOR_RESOURCES,
+    WaitReason.OVER_QUOTA: Reason.WAITING_FOR_QUOTA,
+    WaitReason.RESERVED: Reason.WAITING_IN_QUEUE,
+}
 
 
 class SchedulerController:
@@ -28,59 +44,71 @@ class SchedulerController:
         self.ctx = ctx
 
     def reconcile_once(self) -> None:
+        now = self.ctx.clock.now()
         with self.ctx.db.read() as session:
             orphans = self._orphaned_jobs(session)
-            queue = queued_jobs(session, self.ctx.tunables.queue_window)
-            snapshot = cluster_snapshot(session) if queue else None
+            view = scheduling_input(session, self.ctx.tunables.queue_window, now)
         if orphans:
             with self.ctx.db.write() as session:
                 for job_id in orphans:
-                    release_allocations(session, job_id, self.ctx.clock.now())
-        if snapshot is None:
+                    release_allocations(session, job_id, now)
+        if view is None:
             return
-        plan = place(snapshot, [q.workload for q in queue])
-        written = {q.workload.id: (q.reason, q.message) for q in queue}
-        changed = [p for p in plan.pending if written[p.workload_id] != (p.reason.value, p.message)]
+        plan = self._plan(view)
+        written = {q.workload.id: (q.reason, q.message) for q in view.queue}
+        changed = [
+            w for w in plan.waiting
+            if written.get(w.workload_id) != (WAIT_REASONS[w.reason].value, w.message)
+        ]
         if plan.placements or changed:
             with self.ctx.db.write() as session:
                 for placement in plan.placements:
-                    self._bind(session, placement)
+                    self._bind(session, placement, view)
                 self._explain(session, changed)
 
-    def _bind(self, session: Session, placement: Placement) -> None:
+    def _plan(self, view: SchedulingInput) -> SchedulePlan:
+        # The request distribution FGD-style scoring needs: what is queued and running now.
+        shapes = [q.workload.shape for q in view.queue] + [r.workload.shape for r in view.running]
+        scorer = FragAwareScorer(typical(shapes))
+        return schedule(
+            view.snapshot, [q.workload for q in view.queue], scorer, CONFIG, view.running
+        )
+
+    def _bind(self, session: Session, placement: Placement, view: SchedulingInput) -> None:
         now = self.ctx.clock.now()
+        device_ids = [view.device_ids[(placement.node, i)] for i in placement.devices]
         job = session.get(Job, placement.workload_id)
         if job is None or job.state != JobState.QUEUED:
             return  # cancelled since the snapshot
         allocation = Allocation(
             id=self.ctx.ids.new("alc", now),
             job_id=job.id,
-            node_id=placement.node_id,
+            node_id=placement.node,
             replica=0,
             cpu_milli=placement.cpu_milli,
             memory_mib=placement.memory_mib,
-            device_ids=list(placement.device_ids),
+            device_ids=device_ids,
             active=True,
             created_at=now,
         )
         session.add(allocation)
         session.flush()
         session.add_all(
-            DeviceClaim(device_id=d, allocation_id=allocation.id) for d in placement.device_ids
+            DeviceClaim(device_id=d, allocation_id=allocation.id) for d in device_ids
         )
-        where = placement.node_id + (
-            f" ({', '.join(placement.device_ids)})" if placement.device_ids else ""
-        )
+        where = placement.node + (f" ({', '.join(device_ids)})" if device_ids else "")
         transition(session, job, JobState.SCHEDULED, Reason.PLACED, now, f"placed on {where}")
 
-    def _explain(self, session: Session, pending: list[Pending]) -> None:
+    def _explain(self, session: Session, pending: list[Waiting]) -> None:
         """Why each job waits: informational, so a plain UPDATE guarded by the state suffices."""
         now = self.ctx.clock.now()
         for item in pending:
             session.execute(
                 update(Job)
                 .where(Job.id == item.workload_id, Job.state == JobState.QUEUED)
-                .values(reason=item.reason.value, message=item.message, updated_at=now)
+                .values(
+                    reason=WAIT_REASONS[item.reason].value, message=item.message, updated_at=now
+                )
                 .execution_options(synchronize_session=False)
             )
 

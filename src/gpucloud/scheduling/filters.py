@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from gpucloud.scheduling.model import Shape
+from gpucloud.scheduling.model import ClusterSnapshot, Shape, Workload
 from gpucloud.scheduling.state import BoolArray, ClusterState, IntArray
 
 
@@ -112,3 +112,21 @@ def why_pending(total_nodes: int, counts: dict[str, int] | Iterable[Rejection]) 
     detail = ", ".join(f"{n} {phrase}" for phrase, n in
                        sorted(counts.items(), key=lambda item: (-item[1], item[0])))
     return f"{fitting}/{total_nodes} nodes fit" + (f": {detail}" if detail else "")
+
+
+def never_fits(snapshot: ClusterSnapshot, workload: Workload) -> str | None:
+    """Why no node could hold ``workload`` even empty and healthy; None if one could (or if no
+    node has registered yet: the job may queue for the fleet to appear)."""
+    reasons: list[str] = []
+    for node in snapshot.nodes:
+        allowed = workload.gpu_models
+        matching = sum(1 for d in node.devices if allowed is None or d.model in allowed)
+        if workload.gpu_count and matching < workload.gpu_count:
+            reasons.append(f"{node.name} has {matching} matching GPUs")
+        elif node.cpu_milli < workload.cpu_milli:
+            reasons.append(f"{node.name} has {node.cpu_milli / 1000:g} CPUs")
+        elif node.memory_mib < workload.memory_mib:
+            reasons.append(f"{node.name} has {node.memory_mib} MiB of memory")
+        else:
+            return None
+    return "; ".join(reasons) or None

@@ -1,19 +1,15 @@
-"""The fleet as the database knows it: nodes and devices from engine reports, and snapshots."""
+"""The fleet in the database: nodes and devices as the engine reports them, and what they hold."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gpucloud.core.cluster import ClusterSnapshot, DeviceView, NodeView, Request, Workload
-from gpucloud.core.jobspec import JobSpec
-from gpucloud.core.states import JobState
 from gpucloud.engines.base import NodeReport
-from gpucloud.store.models import Allocation, Device, DeviceClaim, Job, Node
+from gpucloud.store.models import Allocation, Device, Node
 from gpucloud.store.transitions import record_event
 
 
@@ -91,101 +87,6 @@ def mark_silent_nodes(session: Session, seen: set[str], now: datetime) -> None:
                 after="unhealthy",
                 message=node.health_message,
             )
-
-
-def cluster_snapshot(session: Session) -> ClusterSnapshot:
-    """Nodes with what active allocations hold on them: the scheduler's view of the fleet."""
-    claimed = set(session.scalars(select(DeviceClaim.device_id)))
-    used = {
-        node_id: (cpu or 0, mem or 0)
-        for node_id, cpu, mem in session.execute(
-            select(
-                Allocation.node_id, func.sum(Allocation.cpu_milli), func.sum(Allocation.memory_mib)
-            )
-            .where(Allocation.active)
-            .group_by(Allocation.node_id)
-        )
-    }
-    nodes = []
-    for node in session.scalars(select(Node).order_by(Node.id)):
-        cpu_used, mem_used = used.get(node.id, (0, 0))
-        nodes.append(
-            NodeView(
-                id=node.id,
-                healthy=node.healthy,
-                cpu_milli=node.cpu_milli,
-                memory_mib=node.memory_mib,
-                cpu_milli_used=int(cpu_used),
-                memory_mib_used=int(mem_used),
-                devices=tuple(
-                    DeviceView(
-                        id=d.id,
-                        index=d.index,
-                        model=d.model,
-                        healthy=d.healthy,
-                        allocated=d.id in claimed,
-                    )
-                    for d in node.devices
-                ),
-                labels=tuple(sorted((str(k), str(v)) for k, v in (node.labels or {}).items())),
-            )
-        )
-    return ClusterSnapshot(tuple(nodes))
-
-
-def request_of_spec(spec: JobSpec) -> Request:
-    return Request(
-        gpus=spec.gpus,
-        gpu_models=frozenset({spec.gpu_type}) if spec.gpu_type else None,
-        cpu_milli=spec.cpu_milli,
-        memory_mib=spec.memory_mib,
-    )
-
-
-@dataclass(frozen=True)
-class QueuedJob:
-    workload: Workload
-    reason: str  # why it waits, as last written (to write only what changed)
-    message: str
-
-
-def queued_jobs(session: Session, window: int) -> list[QueuedJob]:
-    """The head of the queue in placement order (priority, then submission), as plain rows."""
-    rows = session.execute(
-        select(
-            Job.id,
-            Job.tenant_id,
-            Job.priority,
-            Job.gpus,
-            Job.gpu_type,
-            Job.cpu_milli,
-            Job.memory_mib,
-            Job.reason,
-            Job.message,
-        )
-        .where(Job.state == JobState.QUEUED)
-        .order_by(Job.priority.desc(), Job.id)
-        .limit(window)
-    )
-    return [
-        QueuedJob(
-            Workload(
-                id=r.id,
-                tenant_id=r.tenant_id,
-                priority=r.priority,
-                order_key=r.id,
-                request=Request(
-                    gpus=r.gpus,
-                    gpu_models=frozenset({r.gpu_type}) if r.gpu_type else None,
-                    cpu_milli=r.cpu_milli,
-                    memory_mib=r.memory_mib,
-                ),
-            ),
-            r.reason,
-            r.message,
-        )
-        for r in rows
-    ]
 
 
 def allocation_gpu_model(session: Session, allocation: Allocation) -> str | None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gpucloud.scheduling.engine import Placer, place
-from gpucloud.scheduling.filters import why_pending
+from gpucloud.scheduling.filters import never_fits, why_pending
 from gpucloud.scheduling.frag import Compiled, fragmentation, typical
 from gpucloud.scheduling.model import MILLI, ClusterSnapshot, Device, Node, Shape, Workload
 from gpucloud.scheduling.policies import BestFitScorer, FgdScorer, FragAwareScorer
@@ -124,3 +124,18 @@ def test_workload_validation() -> None:
         Workload("bad", 1000, 0, 2, 500)
     with pytest.raises(ValueError):
         Workload("bad", 1000, 0, 1, 0)
+
+
+def test_never_fits_names_the_limit_of_each_node() -> None:
+    fleet = ClusterSnapshot(
+        (Node("n0", 64000, 512000, tuple(Device(i, "H100") for i in range(8))),)
+    )
+
+    def gpus(count: int, models: frozenset[str] | None = None, cpu: int = 1000) -> Workload:
+        return Workload("w", cpu, 1024, count, 1000 if count else 0, models)
+
+    assert never_fits(fleet, gpus(9)) == "n0 has 8 matching GPUs"
+    assert never_fits(fleet, gpus(2, frozenset({"A100-80G"}))) == "n0 has 0 matching GPUs"
+    assert never_fits(fleet, gpus(8)) is None
+    assert never_fits(fleet, gpus(0, cpu=128000)) == "n0 has 64 CPUs"
+    assert never_fits(ClusterSnapshot(()), gpus(9)) is None  # no fleet yet: queue, not refuse

@@ -15,15 +15,15 @@ from gpucloud.api.deps import Platform, PlatformDep, PrincipalDep
 from gpucloud.api.views import event_out, job_out
 from gpucloud.core.errors import ExceedsQuota, InsufficientFunds, NeverFits
 from gpucloud.core.jobspec import JobSpec
-from gpucloud.core.placement import never_fits
 from gpucloud.core.states import JobState
 from gpucloud.core.tenancy import Principal, Role
+from gpucloud.scheduling.filters import never_fits
 from gpucloud.schemas import EventOut, JobOut, Page
 from gpucloud.store import jobs as job_store
 from gpucloud.store.billing import affordability, footprint_of_spec
-from gpucloud.store.inventory import cluster_snapshot, request_of_spec
 from gpucloud.store.limit_gate import LimitGate
 from gpucloud.store.models import Job
+from gpucloud.store.scheduling_input import fleet, workload_of_spec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 LOG_POLL_S = 0.25
@@ -47,7 +47,7 @@ def submit_job(
     who.require(Role.MEMBER, "submitting jobs")
     # Checked before taking the write lock: the fleet's shape changes rarely, jobs often.
     with platform.ctx.db.read() as session:
-        reason = never_fits(cluster_snapshot(session), request_of_spec(spec))
+        reason = never_fits(fleet(session), workload_of_spec(spec))
         if reason is not None:
             raise NeverFits(
                 f"{_describe(spec)} can never fit on this fleet ({reason}); "

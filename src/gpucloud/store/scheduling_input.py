@@ -1,0 +1,159 @@
+"""What one scheduling pass reads: the fleet, the work holding it, and the head of the queue,
+as the pure scheduling core's snapshot types (``gpucloud.scheduling.model``)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gpucloud.core.jobspec import JobSpec
+from gpucloud.core.states import HOLDS_ALLOCATION, JobState
+from gpucloud.scheduling.decisions import Running
+from gpucloud.scheduling.model import (
+    MILLI,
+    ClusterSnapshot,
+    Device,
+    Node,
+    Placement,
+    Topology,
+    Workload,
+)
+from gpucloud.store.models import Allocation, DeviceClaim, Job
+from gpucloud.store.models import Device as DeviceRow
+from gpucloud.store.models import Node as NodeRow
+
+# Node labels that place a node in the fabric (set by the engine or the operator).
+TOPOLOGY_LABELS = ("nvlink_island", "leaf_switch", "rack")
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    workload: Workload
+    reason: str  # why it waits, as last written (to write only what changed)
+    message: str
+
+
+@dataclass(frozen=True)
+class SchedulingInput:
+    snapshot: ClusterSnapshot
+    running: tuple[Running, ...]
+    queue: tuple[QueuedJob, ...]
+    device_ids: dict[tuple[str, int], str]  # (node, device index) -> device id
+
+
+def scheduling_input(session: Session, window: int, now: datetime) -> SchedulingInput | None:
+    """None when nothing is queued: an idle pass reads one small query."""
+    queue = _queue(session, window)
+    if not queue:
+        return None
+    claimed = set(session.scalars(select(DeviceClaim.device_id)))
+    cpu_used: dict[str, int] = defaultdict(int)
+    memory_used: dict[str, int] = defaultdict(int)
+    running = []
+    held = [s.value for s in HOLDS_ALLOCATION]
+    index_of: dict[str, int] = {}
+    nodes, device_ids = [], {}
+    for row in session.scalars(select(NodeRow).order_by(NodeRow.id)):
+        labels = {str(k): str(v) for k, v in (row.labels or {}).items()}
+        devices = []
+        for d in sorted(row.devices, key=_index):
+            device_ids[(row.id, d.index)] = d.id
+            index_of[d.id] = d.index
+            devices.append(Device(d.index, d.model, 0 if d.id in claimed else MILLI, d.healthy))
+        nodes.append((row, labels, tuple(devices)))
+    for allocation, job in session.execute(
+        select(Allocation, Job)
+        .join(Job, Job.id == Allocation.job_id)
+        .where(Allocation.active, Job.state.in_(held))
+    ):
+        cpu_used[allocation.node_id] += allocation.cpu_milli
+        memory_used[allocation.node_id] += allocation.memory_mib
+        indices = tuple(index_of[d] for d in allocation.device_ids if d in index_of)
+        running.append(Running(
+            _workload(job),
+            Placement(job.id, allocation.node_id, indices, MILLI, allocation.cpu_milli,
+                      allocation.memory_mib),
+            _remaining(job, now),
+        ))
+    snapshot = ClusterSnapshot(tuple(
+        Node(
+            name=row.id,
+            cpu_milli=row.cpu_milli,
+            memory_mib=row.memory_mib,
+            devices=devices,
+            cpu_free=row.cpu_milli - cpu_used[row.id],
+            memory_free=row.memory_mib - memory_used[row.id],
+            healthy=row.healthy,
+            labels=tuple(sorted(labels.items())),
+            topology=Topology(*(labels.get(key, "") for key in TOPOLOGY_LABELS)),
+        )
+        for row, labels, devices in nodes
+    ))
+    return SchedulingInput(snapshot, tuple(running), tuple(queue), device_ids)
+
+
+def _queue(session: Session, window: int) -> list[QueuedJob]:
+    """The head of the queue in submission order (the scheduler orders by priority and share)."""
+    jobs = session.scalars(
+        select(Job)
+        .where(Job.state == JobState.QUEUED)
+        .order_by(Job.priority.desc(), Job.id)
+        .limit(window)
+    )
+    return [QueuedJob(_workload(job), job.reason, job.message) for job in jobs]
+
+
+def workload_of_spec(spec: JobSpec) -> Workload:
+    """A job not yet submitted, as the scheduling core sees it (for submit checks and dry runs)."""
+    return Workload(
+        id="(new)",
+        cpu_milli=spec.cpu_milli,
+        memory_mib=spec.memory_mib,
+        gpu_count=spec.gpus,
+        gpu_milli=MILLI if spec.gpus else 0,
+        gpu_models=frozenset({spec.gpu_type}) if spec.gpu_type and spec.gpus else None,
+        time_limit_s=None if spec.max_duration_s is None else float(spec.max_duration_s),
+    )
+
+
+def fleet(session: Session) -> ClusterSnapshot:
+    """Every node at full capacity: what could ever run, whatever runs now."""
+    return ClusterSnapshot(tuple(
+        Node(
+            name=row.id,
+            cpu_milli=row.cpu_milli,
+            memory_mib=row.memory_mib,
+            devices=tuple(Device(d.index, d.model) for d in sorted(row.devices, key=_index)),
+        )
+        for row in session.scalars(select(NodeRow).order_by(NodeRow.id))
+    ))
+
+
+def _index(device: DeviceRow) -> int:
+    return device.index
+
+
+def _workload(job: Job) -> Workload:
+    return Workload(
+        id=job.id,
+        cpu_milli=job.cpu_milli,
+        memory_mib=job.memory_mib,
+        gpu_count=job.gpus,
+        gpu_milli=MILLI if job.gpus else 0,
+        gpu_models=frozenset({job.gpu_type}) if job.gpu_type and job.gpus else None,
+        priority=job.priority,
+        tenant=job.tenant_id,
+        time_limit_s=None if job.max_duration_s is None else float(job.max_duration_s),
+    )
+
+
+def _remaining(job: Job, now: datetime) -> float | None:
+    """Until the job's max duration; None when it has none (it may run forever)."""
+    if job.max_duration_s is None:
+        return None
+    started = job.started_at or now
+    return max(0.0, job.max_duration_s - (now - started).total_seconds())

@@ -13,6 +13,8 @@ primary key makes a double booking impossible even so.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -28,6 +30,9 @@ from gpucloud.store.scheduling_input import SchedulingInput, scheduling_input
 from gpucloud.store.transitions import release_allocations, transition
 
 CONFIG = SchedulerConfig(preemption=False)
+# A pass whose input equals the last one's is skipped, but recomputed at least this often:
+# backfill reservations move with the clock even when nothing else changes.
+RESYNC_S = 5.0
 WAIT_REASONS = {
     WaitReason.NO_FIT: Reason.WAITING_FOR_RESOURCES,
     WaitReason.GANG_INCOMPLETE: Reason.WAITING_FOR_RESOURCES,
@@ -42,6 +47,9 @@ class SchedulerController:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        # (decision key, when) of the last plan written; lost on restart, which only costs a
+        # recomputation. With a long blocked queue this turns most passes into one read.
+        self._last: tuple[tuple[object, ...], datetime] | None = None
 
     def reconcile_once(self) -> None:
         now = self.ctx.clock.now()
@@ -54,6 +62,10 @@ class SchedulerController:
                     release_allocations(session, job_id, now)
         if view is None:
             return
+        key = view.decision_key()
+        last = self._last
+        if last is not None and last[0] == key and (now - last[1]).total_seconds() < RESYNC_S:
+            return
         plan = self._plan(view)
         written = {q.workload.id: (q.reason, q.message) for q in view.queue}
         changed = [
@@ -65,6 +77,7 @@ class SchedulerController:
                 for placement in plan.placements:
                     self._bind(session, placement, view)
                 self._explain(session, changed)
+        self._last = (key, now)
 
     def _plan(self, view: SchedulingInput) -> SchedulePlan:
         # The request distribution FGD-style scoring needs: what is queued and running now.

@@ -41,6 +41,9 @@ class Placer:
         self.rank = np.arange(n, dtype=np.int64) if rank is None else rank
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self._caches: dict[Shape, _Cache] = {}
+        # why_pending per shape, valid while the state has not changed: a long queue of one
+        # blocked shape is explained once, not once per workload.
+        self._explained: dict[Shape, tuple[int, str]] = {}
         # A per-node constant some scorers add (e.g. a pull towards the tie order); kept out
         # of the scorer so identical node states can share one score.
         node_bias = getattr(scorer, "node_bias", None)
@@ -108,7 +111,13 @@ class Placer:
         return self.state.claim(node, workload, self.state.choose_devices(node, shape, device))
 
     def explain(self, workload: Workload) -> str:
-        return why_pending(len(self.state), rejections(self.state, workload.shape, self.filters))
+        shape = workload.shape
+        cached = self._explained.get(shape)
+        if cached is not None and cached[0] == self.state.changes:
+            return cached[1]
+        message = why_pending(len(self.state), rejections(self.state, shape, self.filters))
+        self._explained[shape] = (self.state.changes, message)
+        return message
 
 
 def place(cluster: ClusterSnapshot, queue: Sequence[Workload], scorer: Scorer,

@@ -56,6 +56,7 @@ class ClusterState:
                 self.gpu_model[i, j] = code[d.model]
                 self.gpu_ok[i, j] = d.healthy
         self.version = np.zeros(n_nodes, dtype=np.int64)
+        self.changes = 0  # claims and releases so far: a cheap "has anything changed" check
         self._masks: dict[frozenset[str] | None, BoolArray] = {}
         self.kinds = np.zeros((n_nodes, KINDS), dtype=np.int64)  # placed requests per kind
         self.total_gpu_milli = int(self.gpu_count.sum()) * MILLI
@@ -125,6 +126,7 @@ class ClusterState:
         self.allocated_gpu_milli += shape.total_gpu_milli
         self.kinds[node, kind_of(shape)] += 1
         self.version[node] += 1
+        self.changes += 1
         return Placement(workload.id, self.names[node], devices, shape.gpu_milli,
                          shape.cpu_milli, shape.memory_mib)
 
@@ -140,3 +142,4 @@ class ClusterState:
                       placement.gpu_milli if count else 0)
         self.kinds[node, kind_of(shape)] -= 1
         self.version[node] += 1
+        self.changes += 1

@@ -252,17 +252,29 @@ class Affordability:
 
 
 def affordability(
-    session: Session, tenant_id: str, fp: Footprint, max_duration_s: int | None, now: datetime
+    session: Session,
+    tenant_id: str,
+    fp: Footprint,
+    max_duration_s: int | None,
+    now: datetime,
+    priced: tuple[PriceVersion | None, int] | None = None,
 ) -> Affordability | None:
     """Whether the tenant can start ``fp`` now; None when billing does not apply (the operator's
-    own tenant, or no price book yet)."""
+    own tenant, or no price book yet). ``priced`` is the (version in force, runway seconds) a
+    caller checking many jobs at once has already loaded."""
     tenant = session.get(Tenant, tenant_id)
-    versions = load_versions(session)
-    if tenant is None or tenant.is_operator or not versions:
+    if tenant is None or tenant.is_operator:
         return None
-    version = version_at(versions, now)
+    if priced is None:
+        versions = load_versions(session)
+        priced = (
+            version_at(versions, now) if versions else None,
+            int(get_setting(session, "billing.admission_runway_seconds")),
+        )
+    version, runway = priced
+    if version is None:
+        return None
     fp = priced_footprint(session, version, fp)
-    runway = int(get_setting(session, "billing.admission_runway_seconds"))
     held = holdings(session, tenant_id)
     missing = admission_shortfall_minor(held, version, fp, runway, max_duration_s)
     seconds = runway if max_duration_s is None else min(runway, max_duration_s)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +22,10 @@ class Database:
 
     On SQLite a write transaction starts with ``BEGIN IMMEDIATE`` so that it takes the write lock
     up front and waits for it (busy_timeout) instead of failing halfway with 'database is locked'
-    when a read lock cannot be upgraded. Reads stay concurrent thanks to WAL.
+    when a read lock cannot be upgraded. Reads stay concurrent thanks to WAL. Writers of this
+    process also queue on a thread lock first: SQLite's busy handler waits by sleeping in
+    growing steps (up to 100 ms), so a writer that finds the lock taken would otherwise sleep
+    long after it was released. Other processes still meet at SQLite's lock.
     """
 
     def __init__(self, url: str, echo: bool = False) -> None:
@@ -38,6 +43,7 @@ class Database:
         self._writer = sessionmaker(
             self.engine.execution_options(gpucloud_write=True), expire_on_commit=False
         )
+        self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -47,7 +53,7 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that commits when the block ends and rolls back if it raises."""
-        with self._writer() as session, session.begin():
+        with self._write_lock, self._writer() as session, session.begin():
             yield session
 
     def dispose(self) -> None:

@@ -69,7 +69,9 @@ def transition(
         job.exit_code = exit_code
     if to.terminal:
         job.ended_at = now
-    if not to.holds_allocation:
+    if current.holds_allocation and not to.holds_allocation:
+        # Allocations exist only from placement on (SCHEDULED and later); the scheduler frees
+        # any that a crash left behind on a job outside those states.
         release_allocations(session, job.id, now)
 
 

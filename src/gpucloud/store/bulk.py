@@ -114,7 +114,7 @@ def _pg_execute(
     quote-check every element with a regex, which cost more than the database's own work."""
     driver = connection.connection.driver_connection
     assert driver is not None
-    with driver.cursor() as cursor:  # type: ignore[attr-defined]
+    with driver.cursor() as cursor:
         cursor.execute(sql, params, binary=True)
         return list(cursor.fetchall()) if fetch else []
 

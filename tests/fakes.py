@@ -4,7 +4,7 @@ integration tests with real processes)."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gpucloud.engines.base import (
     DeviceReport,
@@ -48,15 +48,20 @@ class FakeEngine:
         self.node_reports = list(nodes)
         self.runs: dict[EngineRef, FakeRun] = {}
         self.starts = 0  # how many times a process was really started
+        self.drained: dict[str, str] = {}
 
     def nodes(self) -> list[NodeReport]:
-        return list(self.node_reports)
+        return [
+            replace(n, drained=True, drain_reason=self.drained[n.id]) if n.id in self.drained
+            else n
+            for n in self.node_reports
+        ]
 
     def checkpoint_dir(self, job_id: str) -> str:
         return f"/checkpoints/{job_id}"
 
     def launch(self, spec: LaunchSpec) -> EngineRef:
-        ref = f"fake:{spec.allocation_id}"
+        ref = f"fake:{spec.launch_id}"
         if ref not in self.runs:
             self.runs[ref] = FakeRun(spec)
             self.starts += 1
@@ -80,6 +85,12 @@ class FakeEngine:
         run = self.runs.get(ref)
         if run is not None and run.output[offset:]:
             yield run.output[offset:]
+
+    def drain(self, node_id: str, reason: str) -> None:
+        self.drained[node_id] = reason
+
+    def resume(self, node_id: str) -> None:
+        self.drained.pop(node_id, None)
 
     # --- test controls ---
     def exit(self, job_id: str, code: int) -> None:

@@ -47,7 +47,9 @@ class JobOut(Wire):
     restart_count: int
     cancel_requested: bool  # a stop was asked for (see stop_request for who and why)
     stop_request: str | None = None
-    node_id: str | None = None
+    nodes: int = 1  # replicas, one per node; gpus, cpus and memory_mib are per node
+    node_id: str | None = None  # rank 0's node while the job holds one
+    node_ids: list[str] = Field(default_factory=list)  # every node it holds, in rank order
     devices: list[str] = Field(default_factory=list)  # device ids while the job holds them
     created_at: datetime
     started_at: datetime | None
@@ -84,7 +86,16 @@ class NodeOut(Wire):
     memory_mib_allocated: int
     labels: dict[str, str]
     last_seen_at: datetime
+    address: str = "127.0.0.1"
+    quarantined: bool = False  # out of service: nothing new is placed on it
+    quarantine_reason: str = ""
+    quarantined_at: datetime | None = None
     devices: list[DeviceOut]
+
+
+class QuarantineIn(Wire):
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
 
 
 class EventOut(Wire):

@@ -48,10 +48,10 @@ def test_two_half_node_jobs_run_and_the_third_waits_then_runs(db: Database) -> N
         JobState.RUNNING,
         JobState.QUEUED,
     ]
-    devices_a = set(h.engine.run_of(a).spec.device_indexes)
-    devices_b = set(h.engine.run_of(b).spec.device_indexes)
+    devices_a = set(h.engine.run_of(a).spec.replicas[0].device_indexes)
+    devices_b = set(h.engine.run_of(b).spec.replicas[0].device_indexes)
     assert devices_a.isdisjoint(devices_b) and len(devices_a | devices_b) == 8
-    env = h.engine.run_of(a).spec.env
+    env = h.engine.run_of(a).spec.replicas[0].env
     assert env["CUDA_VISIBLE_DEVICES"] == ",".join(map(str, sorted(devices_a)))
     assert env["GPUCLOUD_JOB_ID"] == a and env["GPUCLOUD_CHECKPOINT_DIR"] == f"/checkpoints/{a}"
     assert state(h, c).message == "0/1 nodes fit: 1 too few free GPUs"
@@ -60,7 +60,7 @@ def test_two_half_node_jobs_run_and_the_third_waits_then_runs(db: Database) -> N
     h.settle()
     assert state(h, a).state is JobState.SUCCEEDED and state(h, a).exit_code == 0
     assert state(h, c).state is JobState.RUNNING
-    assert set(h.engine.run_of(c).spec.device_indexes) == devices_a
+    assert set(h.engine.run_of(c).spec.replicas[0].device_indexes) == devices_a
 
 
 def test_every_transition_is_an_event_in_order(db: Database) -> None:

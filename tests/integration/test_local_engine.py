@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gpucloud.core.errors import EngineError
-from gpucloud.engines.base import Engine, LaunchSpec, RunPhase, RunStatus
+from gpucloud.engines.base import Engine, LaunchSpec, ReplicaSpec, RunPhase, RunStatus
 from gpucloud.engines.discovery import simulated_nodes
 from gpucloud.engines.local import LOST_NO_RUN, LOST_SUPERVISOR, LocalEngine
 
@@ -41,16 +41,16 @@ def spec(
     env: Mapping[str, str] | None = None,
     job_id: str = "job_1",
 ) -> LaunchSpec:
-    return LaunchSpec(
-        allocation_id=allocation_id,
-        job_id=job_id,
-        node_id="local-0",
-        command=list(command),
-        env=dict(env or {}),
-        device_indexes=[0],
-        cpu_milli=1000,
-        memory_mib=1024,
-    )
+    return LaunchSpec(job_id, list(command), [replica(allocation_id, env=env)])
+
+
+def replica(
+    allocation_id: str,
+    rank: int = 0,
+    node_id: str = "local-0",
+    env: Mapping[str, str] | None = None,
+) -> ReplicaSpec:
+    return ReplicaSpec(allocation_id, node_id, rank, [rank], dict(env or {}), 1000, 1024)
 
 
 def sh(script: str) -> list[str]:
@@ -223,7 +223,7 @@ def test_launch_refuses_bad_specs(engine: LocalEngine) -> None:
     with pytest.raises(EngineError):
         engine.launch(spec(["true"], allocation_id="../escape"))
     with pytest.raises(EngineError):
-        engine.launch(LaunchSpec("alloc_x", "job_1", "nowhere", ["true"], {}, [], 1000, 1024))
+        engine.launch(LaunchSpec("job_1", ["true"], [replica("alloc_x", node_id="nowhere")]))
 
 
 def test_supervisor_that_does_not_confirm_fails_the_launch(data_dir: Path) -> None:
@@ -253,12 +253,13 @@ CONTROL_PLANE = """
 import sys
 from pathlib import Path
 from gpucloud.engines.discovery import simulated_nodes
-from gpucloud.engines.base import LaunchSpec
+from gpucloud.engines.base import LaunchSpec, ReplicaSpec
 from gpucloud.engines.local import LocalEngine
 
 engine = LocalEngine(Path(sys.argv[1]), simulated_nodes("1xH100", 1000, 1024))
 command = ["sh", "-c", f"while [ ! -e {sys.argv[2]} ]; do sleep 0.05; done; exit 7"]
-engine.launch(LaunchSpec("alloc_1", "job_1", "local-0", command, {}, [0], 1000, 1024))
+replica = ReplicaSpec("alloc_1", "local-0", 0, [0], {}, 1000, 1024)
+engine.launch(LaunchSpec("job_1", command, [replica]))
 print("launched", flush=True)
 sys.stdin.read()
 """

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from gpucloud.core.launch_env import job_environment
+from gpucloud.core.launch_env import Rendezvous, job_environment, rendezvous_port
 from gpucloud.core.lifecycle import Observed, StopReason, decide
 from gpucloud.core.runs import RunPhase, RunStatus
 from gpucloud.core.states import JobState, Reason
+
+SOLO = Rendezvous(0, 1, "127.0.0.1", 29500)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -96,6 +98,7 @@ def test_environment_pins_devices_and_hides_other_vendors() -> None:
         gpu_model="H100",
         device_indexes=[4, 5],
         simulated=True,
+        rendezvous=SOLO,
     )
     assert env["CUDA_VISIBLE_DEVICES"] == "4,5" and env["HIP_VISIBLE_DEVICES"] == ""
     assert env["GPUCLOUD_CHECKPOINT_DIR"] == "/ck" and env["GPUCLOUD_RESTART_COUNT"] == "2"
@@ -112,6 +115,7 @@ def test_environment_pins_devices_and_hides_other_vendors() -> None:
         gpu_model=None,
         device_indexes=[],
         simulated=False,
+        rendezvous=SOLO,
     )
     assert cpu_only["CUDA_VISIBLE_DEVICES"] == "" and "GPUCLOUD_SIMULATED_GPUS" not in cpu_only
     amd = job_environment(
@@ -125,5 +129,33 @@ def test_environment_pins_devices_and_hides_other_vendors() -> None:
         gpu_model="MI300X",
         device_indexes=[1],
         simulated=False,
+        rendezvous=SOLO,
     )
     assert amd["HIP_VISIBLE_DEVICES"] == "1" and amd["CUDA_VISIBLE_DEVICES"] == ""
+
+
+def test_every_node_of_a_multi_node_job_learns_the_layout_torchrun_expects() -> None:
+    envs = [
+        job_environment(
+            user_env={},
+            job_id="j",
+            job_name=None,
+            allocation_id=f"a{rank}",
+            node_id=f"n{rank}",
+            checkpoint_dir="/ck",
+            restart_count=0,
+            gpu_model="H100",
+            device_indexes=[0, 1, 2, 3],
+            simulated=False,
+            rendezvous=Rendezvous(rank, 2, "10.0.0.7", 29123),
+        )
+        for rank in range(2)
+    ]
+    for rank, env in enumerate(envs):
+        assert (env["MASTER_ADDR"], env["MASTER_PORT"]) == ("10.0.0.7", "29123")
+        assert (env["NNODES"], env["NODE_RANK"], env["LOCAL_WORLD_SIZE"]) == ("2", str(rank), "4")
+        assert (env["WORLD_SIZE"], env["RANK"]) == ("8", str(4 * rank))
+        assert (env["PET_NNODES"], env["PET_NODE_RANK"], env["PET_NPROC_PER_NODE"]) == (
+            "2", str(rank), "4")
+    assert rendezvous_port("alc_x") == rendezvous_port("alc_x")
+    assert 20000 <= rendezvous_port("alc_y") < 30000

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,7 +21,8 @@ from gpucloud.schemas import (
 from gpucloud.store.models import Allocation, ApiToken, DeviceClaim, Event, Job, Node, Tenant, User
 
 
-def job_out(job: Job, allocation: Allocation | None) -> JobOut:
+def job_out(job: Job, allocations: Sequence[Allocation] = ()) -> JobOut:
+    """``allocations``: what the job holds now (rank order), empty when it holds nothing."""
     spec = job.spec
     return JobOut(
         id=job.id,
@@ -44,8 +45,10 @@ def job_out(job: Job, allocation: Allocation | None) -> JobOut:
         restart_count=job.restart_count,
         cancel_requested=job.stop_request is not None,
         stop_request=job.stop_request,
-        node_id=allocation.node_id if allocation else None,
-        devices=list(allocation.device_ids) if allocation else [],
+        nodes=job.nodes,
+        node_id=allocations[0].node_id if allocations else None,
+        node_ids=[a.node_id for a in allocations],
+        devices=[d for a in allocations for d in a.device_ids],
         created_at=job.created_at,
         started_at=job.started_at,
         ended_at=job.ended_at,
@@ -106,6 +109,10 @@ def nodes_out(session: Session, who: Principal, nodes: list[Node]) -> list[NodeO
                 memory_mib_allocated=mem_used,
                 labels={str(k): str(v) for k, v in (node.labels or {}).items()},
                 last_seen_at=node.last_seen_at,
+                address=node.address,
+                quarantined=node.quarantined_at is not None,
+                quarantine_reason=node.quarantine_reason,
+                quarantined_at=node.quarantined_at,
                 devices=devices,
             )
         )

@@ -69,13 +69,20 @@ class PriceVersion:
 
 @dataclass(frozen=True)
 class Footprint:
-    """What one allocation holds, which is what it pays for."""
+    """What one allocation, or one whole job, holds: which is what it pays for. Amounts are
+    totals; a multi-node job's are spread evenly over ``nodes`` (prices are linear in them, but
+    which GPU models could host the job depends on what one node must hold)."""
 
     gpus: int
     gpu_model: str | None
     cpu_milli: int
     memory_mib: int
     tier: Tier = Tier.ON_DEMAND
+    nodes: int = 1
+
+    @property
+    def gpus_per_node(self) -> int:
+        return -(-self.gpus // self.nodes)
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,14 @@
-"""Fleet commands: nodes and their devices."""
+"""Fleet commands: nodes and their devices; quarantine."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
 from gpucloud.cli import render
 from gpucloud.cli.common import JsonFlag, client
-from gpucloud.cli.output import print_json
+from gpucloud.cli.output import console, print_json
 
 
 def nodes(as_json: JsonFlag = False) -> None:
@@ -19,5 +21,52 @@ def nodes(as_json: JsonFlag = False) -> None:
     render.print_nodes(fleet)
 
 
+node_app = typer.Typer(help="One node: quarantine it, return it to service (operators).",
+                       no_args_is_help=True)
+
+
+@node_app.command("show")
+def show(node_id: Annotated[str, typer.Argument(help="The node id.")],
+         as_json: JsonFlag = False) -> None:
+    """One node and its GPUs."""
+    with client() as api:
+        node = api.get_node(node_id)
+    if as_json:
+        print_json(node)
+        return
+    render.print_nodes([node])
+
+
+@node_app.command("quarantine")
+def quarantine(
+    node_id: Annotated[str, typer.Argument(help="The node id.")],
+    reason: Annotated[str, typer.Option(help="Why: shown to operators and given to the engine.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Take a node out of service: running jobs go on, nothing new is placed there, and the
+    engine stops using it (Slurm drains it)."""
+    with client() as api:
+        node = api.quarantine_node(node_id, reason)
+    if as_json:
+        print_json(node)
+        return
+    console.print(f"node {node.id} quarantined: {node.quarantine_reason}", markup=False)
+    console.print(f"  return it with: gpucloud node return {node.id}", markup=False)
+
+
+@node_app.command("return")
+def return_(
+    node_id: Annotated[str, typer.Argument(help="The node id.")], as_json: JsonFlag = False
+) -> None:
+    """Put a quarantined node back into service."""
+    with client() as api:
+        node = api.return_node(node_id)
+    if as_json:
+        print_json(node)
+        return
+    console.print(f"node {node.id} is in service", markup=False)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(nodes)
+    app.add_typer(node_app, name="node")

@@ -83,10 +83,17 @@ def run(
             help="The command, after '--' (overrides the task file's).", show_default=False
         ),
     ] = None,
-    gpus: Annotated[int | None, typer.Option(help="GPUs; 0 for a CPU-only job.")] = None,
+    gpus: Annotated[
+        int | None,
+        typer.Option("--gpus", "--gpus-per-node", help="GPUs (on each node); 0: CPU only."),
+    ] = None,
+    nodes: Annotated[
+        int | None,
+        typer.Option(help="Nodes to run on at once (a gang); the command runs on each."),
+    ] = None,
     gpu_type: Annotated[str | None, typer.Option(help="GPU model, e.g. H100.")] = None,
-    cpus: Annotated[float | None, typer.Option(help="CPUs, e.g. 0.5.")] = None,
-    memory: Annotated[str | None, typer.Option(help="Memory, e.g. 16G.")] = None,
+    cpus: Annotated[float | None, typer.Option(help="CPUs (on each node), e.g. 0.5.")] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory (on each node), e.g. 16G.")] = None,
     name: Annotated[str | None, typer.Option(help="A name for the job.")] = None,
     max_duration: Annotated[str | None, typer.Option(help="Time limit, e.g. 2h.")] = None,
     priority: Annotated[int | None, typer.Option(help="-100..100; higher runs first.")] = None,
@@ -111,6 +118,7 @@ def run(
 ) -> None:
     """Submit a job: gpucloud run --gpus 4 -- python train.py"""
     flags = {
+        "nodes": nodes,
         "gpus": gpus,
         "gpu_type": gpu_type,
         "cpus": cpus,

@@ -24,17 +24,24 @@ from gpucloud.schemas import (
 
 
 def placement(job: JobOut) -> str:
-    """'local-0 gpu0,gpu1' from the node and device ids ('local-0/gpu0'); '-' when unplaced."""
-    if not job.node_id:
+    """'local-0 gpu0,gpu1' from the node and device ids ('local-0/gpu0'), one such group per
+    node of a multi-node job; '-' when unplaced."""
+    nodes = job.node_ids or ([job.node_id] if job.node_id else [])
+    if not nodes:
         return "-"
-    devices = [d.rsplit("/", 1)[-1] for d in job.devices]
-    return f"{job.node_id} {','.join(devices)}" if devices else job.node_id
+    parts = []
+    for node in nodes:
+        devices = [d.rsplit("/", 1)[-1] for d in job.devices if d.rsplit("/", 1)[0] == node]
+        parts.append(f"{node} {','.join(devices)}" if devices else node)
+    return "; ".join(parts)
 
 
 def gpus(job: JobOut) -> str:
-    if not job.gpus:
-        return "0"
-    return f"{job.gpus}x{job.gpu_type}" if job.gpu_type else str(job.gpus)
+    """'4xH100', or '2 nodes x 8xH100' for a multi-node job."""
+    per_node = "0" if not job.gpus else (
+        f"{job.gpus}x{job.gpu_type}" if job.gpu_type else str(job.gpus)
+    )
+    return f"{job.nodes} nodes x {per_node}" if job.nodes > 1 else per_node
 
 
 def jobs_table(jobs: Sequence[JobOut]) -> Table:
@@ -84,7 +91,11 @@ def print_job(job: JobOut, events: Sequence[EventOut]) -> None:
     for line in job_summary(job):
         console.print(line)
     memory = mib(job.memory_mib)
-    resources = f"{gpus(job)} GPU, {cpus(job.cpus)} CPU, {memory} memory, priority {job.priority}"
+    each = f"{job.gpus}x{job.gpu_type}" if job.gpu_type and job.gpus else str(job.gpus)
+    resources = f"{each} GPU, {cpus(job.cpus)} CPU, {memory} memory"
+    if job.nodes > 1:
+        resources = f"{job.nodes} nodes, each with {resources}"
+    resources += f", priority {job.priority}"
     console.print(_field("resources", resources))
     if job.max_duration_s:
         console.print(_field("max time", duration(job.max_duration_s)))
@@ -143,9 +154,13 @@ def print_nodes(nodes: Sequence[NodeOut]) -> None:
         title = Text(node.id, style="bold") + Text(f"  {node.engine}  ") + _health(node.health)
         if node.simulated:
             title.append("  SIMULATED", style="bold magenta")
+        if node.quarantined:
+            title.append("  QUARANTINED", style="bold yellow")
         console.print(title)
         if node.health_message:
             console.print(Text(f"  {node.health_message}", style="dim"))
+        if node.quarantined:
+            console.print(Text(f"  quarantined: {node.quarantine_reason}", style="yellow"))
         console.print(
             f"  cpus {cpus(node.cpus_allocated)}/{cpus(node.cpus)} allocated, "
             f"memory {mib(node.memory_mib_allocated)}/{mib(node.memory_mib)} allocated"

@@ -4,6 +4,7 @@ the file), so that the CLI can validate everything before anything is sent.
 A task file is a YAML mapping with the fields of the flags::
 
     name: train-llm
+    nodes: 2                                # optional: a multi-node gang, GPUs per node below
     gpus: 4
     gpu_type: H100
     memory: 64G
@@ -28,7 +29,9 @@ from gpucloud.core.jobspec import JobSpec, parse_job_spec
 
 TASK_KEYS = (
     "name",
+    "nodes",
     "gpus",
+    "gpus_per_node",
     "gpu_type",
     "cpus",
     "memory",

@@ -325,6 +325,21 @@ class Client:
     def list_nodes(self) -> list[NodeOut]:
         return self._pages("/v1/nodes", NodeOut)
 
+    def get_node(self, node_id: str) -> NodeOut:
+        return self._get(f"/v1/nodes/{_seg(node_id)}", NodeOut)
+
+    def quarantine_node(self, node_id: str, reason: str) -> NodeOut:
+        """Operators: take the node out of service (idempotent; a second call updates the
+        reason)."""
+        data = self._send("POST", f"/v1/nodes/{_seg(node_id)}/quarantine",
+                          body={"reason": reason}, safe_to_resend=True)
+        return self._parse(NodeOut, data)
+
+    def return_node(self, node_id: str) -> NodeOut:
+        """Operators: put a quarantined node back into service (idempotent)."""
+        data = self._send("POST", f"/v1/nodes/{_seg(node_id)}/return", safe_to_resend=True)
+        return self._parse(NodeOut, data)
+
     # -- accounts ------------------------------------------------------------------------------
 
     def create_tenant(self, name: str) -> TenantOut:

@@ -18,11 +18,12 @@ from sqlalchemy.orm.exc import StaleDataError
 from gpucloud.controllers.context import Context
 from gpucloud.core.clock import as_utc
 from gpucloud.core.errors import EngineError
-from gpucloud.core.launch_env import job_environment
+from gpucloud.core.launch_env import Rendezvous, job_environment, rendezvous_port
 from gpucloud.core.lifecycle import Decision, Observed, StopReason, decide, finish_unlaunched
 from gpucloud.core.states import JobState, Reason
-from gpucloud.engines.base import EngineRef, LaunchSpec, RunStatus
-from gpucloud.store.models import Allocation, Device, Job
+from gpucloud.engines.base import EngineRef, LaunchSpec, ReplicaSpec, RunStatus
+from gpucloud.store.jobs import active_allocations
+from gpucloud.store.models import Allocation, Device, Job, Node
 from gpucloud.store.transitions import transition
 
 log = logging.getLogger("gpucloud.launcher")
@@ -31,7 +32,7 @@ log = logging.getLogger("gpucloud.launcher")
 @dataclass(frozen=True)
 class _Launched:
     job_id: str
-    allocation_id: str
+    allocation_ids: tuple[str, ...]  # every replica of the launch, rank order
     ref: EngineRef
 
 
@@ -63,15 +64,17 @@ class LauncherController:
         now = self.ctx.clock.now()
         with self.ctx.db.write() as session:
             job = session.get(Job, job_id)
-            allocation = _active_allocation(session, job_id)
-            if job is None or job.state != JobState.SCHEDULED or allocation is None:
+            allocations = active_allocations(session, job_id)
+            if job is None or job.state != JobState.SCHEDULED or not allocations:
                 return
-            if job.stop_request is not None and allocation.launch_attempted_at is None:
+            attempted = any(a.launch_attempted_at is not None for a in allocations)
+            if job.stop_request is not None and not attempted:
                 finish = finish_unlaunched(StopReason(job.stop_request))
                 transition(session, job, finish.state, finish.reason, now, finish.message)
                 return
-            allocation.launch_attempted_at = allocation.launch_attempted_at or now
-            spec = self._launch_spec(session, job, allocation)
+            for allocation in allocations:
+                allocation.launch_attempted_at = allocation.launch_attempted_at or now
+            spec = self._launch_spec(session, job, allocations)
         try:
             ref = self.ctx.engine.launch(spec)
         except EngineError as err:
@@ -89,62 +92,76 @@ class LauncherController:
             return
         with self.ctx.db.write() as session:
             job = session.get(Job, job_id)
-            allocation = session.get(Allocation, spec.allocation_id)
-            if job is None or allocation is None or job.state != JobState.SCHEDULED:
+            allocations = active_allocations(session, job_id)
+            ids = {a.id for a in allocations}
+            if job is None or job.state != JobState.SCHEDULED or ids != _ids(spec):
                 return
-            allocation.engine_ref = ref
+            for allocation in allocations:
+                allocation.engine_ref = ref
             transition(
                 session,
                 job,
                 JobState.STARTING,
                 Reason.LAUNCHED,
                 self.ctx.clock.now(),
-                f"launched on {allocation.node_id}",
+                f"launched on {', '.join(a.node_id for a in allocations)}",
             )
 
-    def _launch_spec(self, session: Session, job: Job, allocation: Allocation) -> LaunchSpec:
-        devices = [session.get_one(Device, d) for d in allocation.device_ids]
-        indexes = [d.index for d in devices]
-        env = job_environment(
-            user_env=job.spec.get("env", {}),
-            job_id=job.id,
-            job_name=job.name,
-            allocation_id=allocation.id,
-            node_id=allocation.node_id,
-            checkpoint_dir=self.ctx.engine.checkpoint_dir(job.id),
-            restart_count=job.restart_count,
-            gpu_model=devices[0].model if devices else None,
-            device_indexes=indexes,
-            simulated=any(d.simulated for d in devices),
-        )
+    def _launch_spec(self, session: Session, job: Job, allocations: list[Allocation]) -> LaunchSpec:
+        master = session.get_one(Node, allocations[0].node_id)
+        checkpoint_dir = self.ctx.engine.checkpoint_dir(job.id)
+        port = rendezvous_port(allocations[0].id)
+        replicas = []
+        for rank, allocation in enumerate(allocations):
+            devices = [session.get_one(Device, d) for d in allocation.device_ids]
+            indexes = [d.index for d in devices]
+            env = job_environment(
+                user_env=job.spec.get("env", {}),
+                job_id=job.id,
+                job_name=job.name,
+                allocation_id=allocation.id,
+                node_id=allocation.node_id,
+                checkpoint_dir=checkpoint_dir,
+                restart_count=job.restart_count,
+                gpu_model=devices[0].model if devices else None,
+                device_indexes=indexes,
+                simulated=any(d.simulated for d in devices),
+                rendezvous=Rendezvous(rank, len(allocations), master.address, port),
+            )
+            replicas.append(ReplicaSpec(
+                allocation_id=allocation.id,
+                node_id=allocation.node_id,
+                rank=rank,
+                device_indexes=indexes,
+                env=env,
+                cpu_milli=allocation.cpu_milli,
+                memory_mib=allocation.memory_mib,
+            ))
         return LaunchSpec(
-            allocation_id=allocation.id,
             job_id=job.id,
-            node_id=allocation.node_id,
             command=list(job.spec["command"]),
-            env=env,
-            device_indexes=indexes,
-            cpu_milli=allocation.cpu_milli,
-            memory_mib=allocation.memory_mib,
+            replicas=replicas,
+            time_limit_s=job.max_duration_s,
         )
 
     # --- watching ----------------------------------------------------------------------------
 
     def _observe(self) -> None:
         with self.ctx.db.read() as session:
-            launched = [
-                _Launched(job_id, allocation_id, ref)
-                for job_id, allocation_id, ref in session.execute(
-                    select(Job.id, Allocation.id, Allocation.engine_ref)
-                    .join(Allocation, Allocation.job_id == Job.id)
-                    .where(
-                        Job.state.in_([JobState.STARTING, JobState.RUNNING]),
-                        Allocation.active,
-                        Allocation.engine_ref.is_not(None),
-                    )
+            grouped: dict[tuple[str, str], list[str]] = {}
+            for job_id, allocation_id, ref in session.execute(
+                select(Job.id, Allocation.id, Allocation.engine_ref)
+                .join(Allocation, Allocation.job_id == Job.id)
+                .where(
+                    Job.state.in_([JobState.STARTING, JobState.RUNNING]),
+                    Allocation.active,
+                    Allocation.engine_ref.is_not(None),
                 )
-                if ref is not None
-            ]
+                .order_by(Job.id, Allocation.replica)
+            ):
+                if ref is not None:
+                    grouped.setdefault((job_id, ref), []).append(allocation_id)
+        launched = [_Launched(job, tuple(ids), ref) for (job, ref), ids in grouped.items()]
         if not launched:
             return
         statuses = self.ctx.engine.status([item.ref for item in launched])
@@ -158,16 +175,17 @@ class LauncherController:
         now = self.ctx.clock.now()
         with self.ctx.db.write() as session:
             job = session.get(Job, item.job_id)
-            allocation = session.get(Allocation, item.allocation_id)
-            if job is None or allocation is None or not allocation.active:
+            allocations = [session.get(Allocation, a) for a in item.allocation_ids]
+            if job is None or any(a is None or not a.active for a in allocations):
                 return
+            held = [a for a in allocations if a is not None]
             decision = decide(
-                _observed(job, allocation, run),
+                _observed(job, held[0], run),
                 now,
                 self.ctx.tunables.stop_grace_s,
                 self.ctx.tunables.funds_stop_grace_s,
             )
-            self._apply(session, job, allocation, decision, run)
+            self._apply(session, job, held, decision, run)
         # Signals go out after the commit: the intent is durable before the act.
         if decision.request_stop is not None:
             self.ctx.engine.stop(item.ref)
@@ -178,25 +196,28 @@ class LauncherController:
         self,
         session: Session,
         job: Job,
-        allocation: Allocation,
+        allocations: list[Allocation],
         decision: Decision,
         run: RunStatus,
     ) -> None:
+        """The stop bookkeeping lives on rank 0's allocation: one launch, one stop."""
         now = self.ctx.clock.now()
+        first = allocations[0]
         if decision.mark_running:
-            allocation.started_at = now
+            for allocation in allocations:
+                allocation.started_at = now
             transition(
                 session,
                 job,
                 JobState.RUNNING,
                 Reason.STARTED,
                 now,
-                f"running on {allocation.node_id}",
+                f"running on {', '.join(a.node_id for a in allocations)}",
             )
         if decision.request_stop is not None:
-            allocation.stop_requested_at, allocation.stop_reason = now, decision.request_stop
+            first.stop_requested_at, first.stop_reason = now, decision.request_stop
         if decision.force_stop:
-            allocation.stop_forced = True
+            first.stop_forced = True
         if decision.finish is not None:
             finish = decision.finish
             transition(
@@ -204,7 +225,7 @@ class LauncherController:
                 job,
                 finish.state,
                 finish.reason,
-                _ended_at(run, allocation, now),
+                _ended_at(run, first, now),
                 finish.message,
                 exit_code=finish.exit_code,
             )
@@ -218,8 +239,8 @@ def _ended_at(run: RunStatus, allocation: Allocation, now: datetime) -> datetime
     return max(allocation.started_at, min(now, run.finished_at))
 
 
-def _active_allocation(session: Session, job_id: str) -> Allocation | None:
-    return session.scalar(select(Allocation).where(Allocation.job_id == job_id, Allocation.active))
+def _ids(spec: LaunchSpec) -> set[str]:
+    return {r.allocation_id for r in spec.replicas}
 
 
 def _observed(job: Job, allocation: Allocation, run: RunStatus) -> Observed:

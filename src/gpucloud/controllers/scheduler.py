@@ -26,10 +26,17 @@ from gpucloud.scheduling.model import Placement
 from gpucloud.scheduling.policies import FragAwareScorer
 from gpucloud.scheduling.scheduler import SchedulerConfig, schedule
 from gpucloud.store.models import Allocation, DeviceClaim, Job
-from gpucloud.store.scheduling_input import SchedulingInput, scheduling_input
+from gpucloud.store.scheduling_input import (
+    SchedulingInput,
+    job_of,
+    rank_of,
+    scheduling_input,
+)
 from gpucloud.store.transitions import release_allocations, transition
 
-CONFIG = SchedulerConfig(preemption=False)
+# Gangs take the tightest domain that holds them (node, NVLink island, leaf switch, rack) but
+# may span the cluster: nodes without topology labels would otherwise never share a gang.
+CONFIG = SchedulerConfig(preemption=False, gang_max_level="cluster")
 # A pass whose input equals the last one's is skipped, but recomputed at least this often:
 # backfill reservations move with the clock even when nothing else changes.
 RESYNC_S = 5.0
@@ -67,58 +74,68 @@ class SchedulerController:
         if last is not None and last[0] == key and (now - last[1]).total_seconds() < RESYNC_S:
             return
         plan = self._plan(view)
-        written = {q.workload.id: (q.reason, q.message) for q in view.queue}
-        changed = [
-            w for w in plan.waiting
-            if written.get(w.workload_id) != (WAIT_REASONS[w.reason].value, w.message)
-        ]
-        if plan.placements or changed:
+        written = {q.job_id: (q.reason, q.message) for q in view.queue}
+        changed: dict[str, Waiting] = {}
+        for w in plan.waiting:  # a gang's members wait for the same reason: one per job
+            job_id = job_of(w.workload_id)
+            if written.get(job_id) != (WAIT_REASONS[w.reason].value, w.message):
+                changed.setdefault(job_id, w)
+        placed: dict[str, list[Placement]] = {}
+        for p in plan.placements:
+            placed.setdefault(job_of(p.workload_id), []).append(p)
+        if placed or changed:
             with self.ctx.db.write() as session:
-                for placement in plan.placements:
-                    self._bind(session, placement, view)
+                for job_id, placements in placed.items():
+                    self._bind(session, job_id, placements, view)
                 self._explain(session, changed)
         self._last = (key, now)
 
     def _plan(self, view: SchedulingInput) -> SchedulePlan:
         # The request distribution FGD-style scoring needs: what is queued and running now.
-        shapes = [q.workload.shape for q in view.queue] + [r.workload.shape for r in view.running]
+        queue = [w for q in view.queue for w in q.members]
+        shapes = [w.shape for w in queue] + [r.workload.shape for r in view.running]
         scorer = FragAwareScorer(typical(shapes))
-        return schedule(
-            view.snapshot, [q.workload for q in view.queue], scorer, CONFIG, view.running
-        )
+        return schedule(view.snapshot, queue, scorer, CONFIG, view.running)
 
-    def _bind(self, session: Session, placement: Placement, view: SchedulingInput) -> None:
+    def _bind(
+        self, session: Session, job_id: str, placements: list[Placement], view: SchedulingInput
+    ) -> None:
+        """All of a job's nodes in one transaction: a gang is never partly placed."""
         now = self.ctx.clock.now()
-        device_ids = [view.device_ids[(placement.node, i)] for i in placement.devices]
-        job = session.get(Job, placement.workload_id)
-        if job is None or job.state != JobState.QUEUED:
-            return  # cancelled since the snapshot
-        allocation = Allocation(
-            id=self.ctx.ids.new("alc", now),
-            job_id=job.id,
-            node_id=placement.node,
-            replica=0,
-            cpu_milli=placement.cpu_milli,
-            memory_mib=placement.memory_mib,
-            device_ids=device_ids,
-            active=True,
-            created_at=now,
+        job = session.get(Job, job_id)
+        if job is None or job.state != JobState.QUEUED or len(placements) != job.nodes:
+            return  # cancelled since the snapshot (the core never places part of a gang)
+        where = []
+        for rank, placement in enumerate(sorted(placements, key=lambda p: rank_of(p.workload_id))):
+            device_ids = [view.device_ids[(placement.node, i)] for i in placement.devices]
+            allocation = Allocation(
+                id=self.ctx.ids.new("alc", now),
+                job_id=job.id,
+                node_id=placement.node,
+                replica=rank,
+                cpu_milli=placement.cpu_milli,
+                memory_mib=placement.memory_mib,
+                device_ids=device_ids,
+                active=True,
+                created_at=now,
+            )
+            session.add(allocation)
+            session.flush()
+            session.add_all(
+                DeviceClaim(device_id=d, allocation_id=allocation.id) for d in device_ids
+            )
+            where.append(placement.node + (f" ({', '.join(device_ids)})" if device_ids else ""))
+        transition(
+            session, job, JobState.SCHEDULED, Reason.PLACED, now, f"placed on {'; '.join(where)}"
         )
-        session.add(allocation)
-        session.flush()
-        session.add_all(
-            DeviceClaim(device_id=d, allocation_id=allocation.id) for d in device_ids
-        )
-        where = placement.node + (f" ({', '.join(device_ids)})" if device_ids else "")
-        transition(session, job, JobState.SCHEDULED, Reason.PLACED, now, f"placed on {where}")
 
-    def _explain(self, session: Session, pending: list[Waiting]) -> None:
+    def _explain(self, session: Session, pending: dict[str, Waiting]) -> None:
         """Why each job waits: informational, so a plain UPDATE guarded by the state suffices."""
         now = self.ctx.clock.now()
-        for item in pending:
+        for job_id, item in pending.items():
             session.execute(
                 update(Job)
-                .where(Job.id == item.workload_id, Job.state == JobState.QUEUED)
+                .where(Job.id == job_id, Job.state == JobState.QUEUED)
                 .values(
                     reason=WAIT_REASONS[item.reason].value, message=item.message, updated_at=now
                 )

@@ -22,9 +22,23 @@ RESERVED_ENV_KEYS = frozenset(
         "HIP_VISIBLE_DEVICES",
         "ASCEND_RT_VISIBLE_DEVICES",
         "CUDA_DEVICE_ORDER",
+        # the rendezvous of multi-node jobs (core/launch_env.py)
+        "MASTER_ADDR",
+        "MASTER_PORT",
+        "NNODES",
+        "NODE_RANK",
+        "LOCAL_WORLD_SIZE",
+        "WORLD_SIZE",
+        "RANK",
+        "PET_NNODES",
+        "PET_NODE_RANK",
+        "PET_NPROC_PER_NODE",
+        "PET_MASTER_ADDR",
+        "PET_MASTER_PORT",
     }
 )
-MAX_GPUS_PER_JOB = 64
+MAX_GPUS_PER_NODE = 64
+MAX_NODES_PER_JOB = 256
 DEFAULT_CPUS = 1.0
 DEFAULT_MEMORY_MIB = 1024
 
@@ -36,7 +50,10 @@ class JobSpec(BaseModel):
 
     command: Annotated[list[str], Field(min_length=1)]
     name: str | None = None
-    gpus: Annotated[int, Field(ge=0, le=MAX_GPUS_PER_JOB)] = 0
+    # A job runs its command once on each of ``nodes`` nodes (a gang: all start or none), with
+    # ``gpus``, ``cpus`` and memory on each. One node is the common case.
+    nodes: Annotated[int, Field(ge=1, le=MAX_NODES_PER_JOB)] = 1
+    gpus: Annotated[int, Field(ge=0, le=MAX_GPUS_PER_NODE)] = 0
     gpu_type: str | None = None
     cpus: Annotated[float, Field(gt=0, le=1024)] = DEFAULT_CPUS
     memory_mib: Annotated[int, Field(gt=0)] = DEFAULT_MEMORY_MIB
@@ -62,6 +79,10 @@ class JobSpec(BaseModel):
             raise ValueError(str(err)) from err
         if isinstance(data.get("command"), str):
             data["command"] = ["/bin/sh", "-c", data["command"]]
+        if "gpus_per_node" in data:  # the multi-node spelling of the same field
+            if "gpus" in data and data["gpus"] != data["gpus_per_node"]:
+                raise ValueError("give gpus or gpus_per_node, not both (they are the same)")
+            data["gpus"] = data.pop("gpus_per_node")
         return data
 
     @field_validator("name")
@@ -110,6 +131,10 @@ class JobSpec(BaseModel):
     @property
     def cpu_milli(self) -> int:
         return round(self.cpus * 1000)
+
+    @property
+    def total_gpus(self) -> int:
+        return self.gpus * self.nodes
 
 
 def describe_validation_error(errors: list[Any]) -> str:

@@ -83,7 +83,8 @@ def decide(
                 JobState.FAILED, Reason.LOST, o.run.message or "the engine lost the job", None
             )
         )
-    mark_running = o.state is JobState.STARTING
+    # Only a run the engine really started is RUNNING; a pending one may still be stopped.
+    mark_running = o.state is JobState.STARTING and o.run.phase is not RunPhase.PENDING
     if o.run.phase is RunPhase.EXITED:
         return Decision(mark_running=mark_running, finish=_finish(o))
     if o.stop_requested_at is None:
@@ -112,6 +113,9 @@ def finish_unlaunched(reason: StopReason) -> Finish:
 
 def _finish(o: Observed) -> Finish:
     code = o.run.exit_code
+    if o.run.platform_fault and o.stop_reason is None:
+        detail = o.run.message or "the node it ran on failed"
+        return Finish(JobState.FAILED, Reason.NODE_FAILURE, f"{detail} (exit code {code})", code)
     if o.stop_reason is not None:
         state, reason, message = _FINAL[o.stop_reason]
         return Finish(state, reason, f"{message} (exit code {code})", code)

@@ -1,7 +1,8 @@
 """The engine contract. Engine differences stay behind it: nothing above imports subprocess.
 
-An engine reports nodes and their devices, launches one allocation (idempotently: launching the
-same allocation id twice never runs it twice), reports run status, stops, and streams logs.
+An engine reports nodes and their devices, launches one attempt of a job on its nodes
+(idempotently: launching the same launch id twice never runs it twice), reports run status,
+stops, streams logs, and drains or resumes nodes that gpucloud takes out of service.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "EngineRef",
     "LaunchSpec",
     "NodeReport",
+    "ReplicaSpec",
     "RunPhase",
     "RunStatus",
 ]
@@ -46,20 +48,45 @@ class NodeReport:
     healthy: bool = True
     message: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
+    address: str = "127.0.0.1"  # where workloads on other nodes reach this one
+    drained: bool = False  # the engine will place nothing new here (e.g. Slurm DRAIN)
+    drain_reason: str = ""
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """One node's share of a launch: its allocation, devices and complete environment."""
+
+    allocation_id: str
+    node_id: str
+    rank: int  # 0..replicas-1; rank 0's node is the rendezvous (MASTER_ADDR)
+    device_indexes: Sequence[int]
+    env: Mapping[str, str]  # user env plus the platform's GPUCLOUD_*, rank and pinning variables
+    cpu_milli: int
+    memory_mib: int
 
 
 @dataclass(frozen=True)
 class LaunchSpec:
-    """Everything an engine needs to start one replica of a job."""
+    """Everything an engine needs to start one attempt of a job on all its nodes at once.
 
-    allocation_id: str
+    A multi-node job is a gang: the engine starts every replica or reports the launch failed,
+    and ends them together (one replica failing stops the others).
+    """
+
     job_id: str
-    node_id: str
     command: Sequence[str]
-    env: Mapping[str, str]  # user env plus the platform's GPUCLOUD_* and pinning variables
-    device_indexes: Sequence[int]
-    cpu_milli: int
-    memory_mib: int
+    replicas: Sequence[ReplicaSpec]
+    time_limit_s: int | None = None  # the engine may enforce it too; gpucloud stops first
+
+    def __post_init__(self) -> None:
+        if not self.replicas:
+            raise ValueError(f"job {self.job_id}: a launch needs at least one replica")
+
+    @property
+    def launch_id(self) -> str:
+        """Idempotency key of the launch: launching the same id twice never runs it twice."""
+        return self.replicas[0].allocation_id
 
 
 class Engine(Protocol):
@@ -80,5 +107,13 @@ class Engine(Protocol):
         ...
 
     def logs(self, ref: EngineRef, follow: bool = False, offset: int = 0) -> Iterator[bytes]:
-        """The run's output from byte ``offset``; with ``follow``, until the run has ended."""
+        """The run's output (rank 0's) from byte ``offset``; with ``follow``, until it ended."""
+        ...
+
+    def drain(self, node_id: str, reason: str) -> None:
+        """Place nothing new on the node (running work is left alone). Idempotent."""
+        ...
+
+    def resume(self, node_id: str) -> None:
+        """Undo ``drain``. Idempotent."""
         ...

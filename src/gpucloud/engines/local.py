@@ -3,10 +3,13 @@
 Layout under ``data_dir``::
 
     runs/<allocation_id>/   spec.json, lock, pgid, started, exit_code, output.log, runner.log
+    launches/<ref>.json     the allocation ids of a multi-node launch (and .teardown)
     jobs/<job_id>/work/     the job's working directory
     jobs/<job_id>/checkpoint/
 
-The engine ref is the allocation id. All state lives in the run directory and the supervisor
+Each replica (one per node of a job) is its own run. The engine ref is rank 0's allocation id;
+a multi-node launch lists its replicas in ``launches/``, and when one replica fails the others
+are stopped (SIGTERM, then SIGKILL after the grace). All state lives in files and the supervisor
 (``local_runner``) is detached from the control plane, so a restarted control plane (or a second
 ``LocalEngine`` over the same ``data_dir``) picks runs up where they are: running runs are still
 RUNNING and later report their real exit code.
@@ -25,14 +28,22 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from gpucloud.core.errors import EngineError
+from gpucloud.core.runs import combine
 from gpucloud.engines import local_runner
-from gpucloud.engines.base import EngineRef, LaunchSpec, NodeReport, RunPhase, RunStatus
+from gpucloud.engines.base import (
+    EngineRef,
+    LaunchSpec,
+    NodeReport,
+    ReplicaSpec,
+    RunPhase,
+    RunStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +75,11 @@ class LocalEngine:
     name = "local"
 
     def __init__(
-        self, data_dir: Path, nodes: list[NodeReport], start_timeout_s: float = 10.0
+        self,
+        data_dir: Path,
+        nodes: list[NodeReport],
+        start_timeout_s: float = 10.0,
+        teardown_grace_s: float = 10.0,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.runs_dir = self.data_dir / "runs"
@@ -74,13 +89,29 @@ class LocalEngine:
         self._lock = threading.Lock()
         # Supervisors this process started: polled so that finished ones do not stay zombies.
         self._runners: dict[str, subprocess.Popen[bytes]] = {}
+        self._drained: dict[str, str] = {}
+        self._teardown_grace_s = teardown_grace_s
 
     # -- nodes ---------------------------------------------------------------------------------
 
     def nodes(self) -> list[NodeReport]:
         self._refresh_nodes()
         with self._lock:
-            return list(self._nodes)
+            return [
+                replace(n, drained=True, drain_reason=self._drained[n.id])
+                if n.id in self._drained else n
+                for n in self._nodes
+            ]
+
+    def drain(self, node_id: str, reason: str) -> None:
+        """Nothing to tell a local machine: gpucloud alone places work here. Reported back so
+        that the node's state reads the same as on engines that do keep one."""
+        with self._lock:
+            self._drained[node_id] = reason
+
+    def resume(self, node_id: str) -> None:
+        with self._lock:
+            self._drained.pop(node_id, None)
 
     def _refresh_nodes(self) -> None:
         """Seam for re-probing device health (e.g. NVML); the configured reports stand for now."""
@@ -108,27 +139,56 @@ class LocalEngine:
         return self.runs_dir / _safe_id("engine ref", ref)
 
     def launch(self, spec: LaunchSpec) -> EngineRef:
-        """Start the allocation's command once; launching the same allocation again is a no-op.
+        """Start every replica's command once; launching the same launch again is a no-op
+        for the replicas already started (so a crash halfway through is finished, not redone).
 
-        Returns the allocation id as the ref. Raises EngineError when the supervisor did not
-        confirm the start within ``start_timeout_s``.
+        Returns the launch id (rank 0's allocation id) as the ref. Raises EngineError when a
+        supervisor did not confirm its start within ``start_timeout_s``.
         """
-        ref = spec.allocation_id
+        ref = _safe_id("launch id", spec.launch_id)
+        if not spec.command:
+            raise EngineError(f"launch {ref}: empty command")
+        known = {node.id for node in self.nodes()}
+        for replica in spec.replicas:
+            if replica.node_id not in known:
+                raise EngineError(f"allocation {replica.allocation_id}: unknown node "
+                                  f"{replica.node_id!r}")
+        if len(spec.replicas) > 1:
+            self._write_gang(ref, [r.allocation_id for r in spec.replicas])
+        for replica in spec.replicas:
+            self._launch_replica(spec, replica)
+        return ref
+
+    def _write_gang(self, ref: str, allocation_ids: list[str]) -> None:
+        """The launch's replicas, recorded before any starts: status and stop find them all."""
+        path = self.data_dir / "launches" / f"{ref}.json"
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(allocation_ids))
+        tmp.replace(path)
+
+    def _replicas(self, ref: EngineRef) -> list[str]:
+        path = self.data_dir / "launches" / f"{ref}.json"
+        try:
+            return [str(a) for a in json.loads(path.read_text())]
+        except FileNotFoundError:
+            return [ref]
+
+    def _launch_replica(self, spec: LaunchSpec, replica: ReplicaSpec) -> None:
+        ref = replica.allocation_id
         run_dir = self._run_dir(ref)
         job_id = _safe_id("job id", spec.job_id)
-        if not spec.command:
-            raise EngineError(f"allocation {ref}: empty command")
-        if all(node.id != spec.node_id for node in self.nodes()):
-            raise EngineError(f"allocation {ref}: unknown node {spec.node_id!r}")
         try:
             run_dir.mkdir()  # atomic claim: whoever creates the directory starts the run
         except FileExistsError:
-            return ref
+            return
         # Lock before anything else exists, so no observer ever sees this run unsupervised.
         lock_fd = os.open(run_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            runner = self._spawn(spec, run_dir, job_id, lock_fd)
+            runner = self._spawn(spec.command, replica.env, run_dir, job_id, lock_fd)
         except OSError as exc:
             raise EngineError(f"allocation {ref}: cannot start: {exc}") from exc
         finally:
@@ -136,17 +196,21 @@ class LocalEngine:
         with self._lock:
             self._runners[ref] = runner
         self._await_start(ref, run_dir, runner)
-        return ref
 
     def _spawn(
-        self, spec: LaunchSpec, run_dir: Path, job_id: str, lock_fd: int
+        self,
+        command: Sequence[str],
+        job_env: Mapping[str, str],
+        run_dir: Path,
+        job_id: str,
+        lock_fd: int,
     ) -> subprocess.Popen[bytes]:
         """Write spec.json and start the supervisor, handing it the locked ``lock_fd``."""
         work = self.data_dir / "jobs" / job_id / "work"
         work.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCLOUD_")}
         spec_text = json.dumps(
-            {"command": list(spec.command), "env": {**env, **spec.env}, "cwd": str(work)}
+            {"command": list(command), "env": {**env, **job_env}, "cwd": str(work)}
         )
         # 0600: the environment can hold the user's secrets.
         spec_fd = os.open(run_dir / "spec.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -263,10 +327,35 @@ class LocalEngine:
 
     def status(self, refs: Sequence[EngineRef]) -> dict[EngineRef, RunStatus]:
         self._reap()
-        return {ref: self._status(ref) for ref in refs}
+        return {ref: self._launch_status(ref) for ref in refs}
+
+    def _launch_status(self, ref: EngineRef) -> RunStatus:
+        replicas = self._replicas(ref)
+        if len(replicas) == 1:
+            return self._status(ref)
+        gang = combine([self._status(r) for r in replicas])
+        if gang.tear_down:
+            self._tear_down(ref, replicas)
+        return gang.status
+
+    def _tear_down(self, ref: EngineRef, replicas: list[str]) -> None:
+        """SIGTERM the survivors of a failed replica, SIGKILL them once the grace is over."""
+        marker = self.data_dir / "launches" / f"{ref}.teardown"
+        try:
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            force = False
+        except FileExistsError:
+            force = time.time() - marker.stat().st_mtime > self._teardown_grace_s
+        for replica in replicas:
+            self._signal(replica, force)
 
     def stop(self, ref: EngineRef, force: bool = False) -> None:
-        """Signal the run's process group (SIGTERM, or SIGKILL with ``force``); never waits."""
+        """Signal every replica's process group (SIGTERM, or SIGKILL with ``force``)."""
+        for replica in self._replicas(ref):
+            self._signal(replica, force)
+
+    def _signal(self, ref: EngineRef, force: bool) -> None:
+        """Signal one run's process group; never waits."""
         try:
             run_dir = self._run_dir(ref)
         except EngineError:

@@ -59,11 +59,18 @@ def holdings(session: Session, tenant_id: str) -> Holdings:
 
 
 def footprint_of(job: Job) -> Footprint:
-    return Footprint(job.gpus, job.gpu_type, job.cpu_milli, job.memory_mib, Tier(job.tier))
+    """The whole job: what each of its nodes holds, times its nodes."""
+    n = job.nodes
+    return Footprint(
+        job.gpus * n, job.gpu_type, job.cpu_milli * n, job.memory_mib * n, Tier(job.tier), n
+    )
 
 
 def footprint_of_spec(spec: JobSpec) -> Footprint:
-    return Footprint(spec.gpus, spec.gpu_type, spec.cpu_milli, spec.memory_mib, spec.tier)
+    n = spec.nodes
+    return Footprint(
+        spec.gpus * n, spec.gpu_type, spec.cpu_milli * n, spec.memory_mib * n, spec.tier, n
+    )
 
 
 def running_footprints(session: Session, tenant_id: str) -> list[Footprint]:
@@ -90,7 +97,7 @@ def priced_footprint(session: Session, version: PriceVersion, fp: Footprint) -> 
     the admission check must never be lower than what metering will charge."""
     if not fp.gpus or fp.gpu_model is not None:
         return fp
-    models = fleet_models(session, fp.gpus)
+    models = fleet_models(session, fp.gpus_per_node)
     if not models:
         return fp
     dearest = max(sorted(models), key=lambda m: version.gpu_hour.get(m, 0))

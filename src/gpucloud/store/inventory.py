@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -60,6 +61,7 @@ def sync_nodes(
         node.cpu_milli, node.memory_mib = report.cpu_milli, report.memory_mib
         node.healthy, node.health_message = report.healthy, report.message
         node.labels, node.last_seen_at = dict(report.labels), now
+        node.address = report.address
         known = {d.index: d for d in node.devices}
         for dev in report.devices:
             row = known.get(dev.index)
@@ -69,6 +71,57 @@ def sync_nodes(
             row.model, row.memory_mib, row.uuid = dev.model, dev.memory_mib, dev.uuid
             row.pci_bus_id, row.nvlink_peers = dev.pci_bus_id, list(dev.nvlink_peers)
             row.healthy, row.simulated = dev.healthy, dev.simulated
+
+
+DRAIN_PREFIX = "gpucloud: "  # marks the drains gpucloud made, the only ones it undoes
+
+
+@dataclass(frozen=True)
+class EngineNodeChange:
+    node_id: str
+    drain: bool  # True: drain it; False: resume it
+    reason: str = ""
+
+
+def engine_node_changes(
+    session: Session, reports: Sequence[NodeReport]
+) -> list[EngineNodeChange]:
+    """What the engine must be told so that its nodes match gpucloud's quarantine: drain the
+    quarantined ones it still schedules on, resume the ones gpucloud drained and returned.
+    A drain someone else made (an operator in Slurm) is theirs to undo."""
+    quarantined = {
+        node.id: node.quarantine_reason
+        for node in session.scalars(select(Node).where(Node.quarantined_at.is_not(None)))
+    }
+    changes = []
+    for report in reports:
+        if report.id in quarantined and not report.drained:
+            changes.append(EngineNodeChange(report.id, True, DRAIN_PREFIX + quarantined[report.id]))
+        elif (report.id not in quarantined and report.drained
+              and report.drain_reason.startswith(DRAIN_PREFIX)):
+            changes.append(EngineNodeChange(report.id, False))
+    return changes
+
+
+def quarantine_node(session: Session, node: Node, reason: str, who: str, now: datetime) -> None:
+    """Take the node out of service: nothing new is placed on it; running work goes on."""
+    if node.quarantined_at is not None:
+        node.quarantine_reason = reason  # already out: only the reason changes
+        return
+    node.quarantined_at, node.quarantine_reason = now, reason
+    record_event(session, at=now, object_kind="node", object_id=node.id, kind="node.quarantine",
+                 tenant_id=None, before="in service", after="quarantined",
+                 message=f"{reason} (by {who})")
+
+
+def return_node(session: Session, node: Node, who: str, now: datetime) -> None:
+    """Put a quarantined node back into service. Idempotent."""
+    if node.quarantined_at is None:
+        return
+    node.quarantined_at, node.quarantine_reason = None, ""
+    record_event(session, at=now, object_kind="node", object_id=node.id, kind="node.quarantine",
+                 tenant_id=None, before="quarantined", after="in service",
+                 message=f"returned to service by {who}")
 
 
 def mark_silent_nodes(session: Session, seen: set[str], now: datetime) -> None:

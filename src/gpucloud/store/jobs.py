@@ -32,6 +32,7 @@ def create_job(
         reason=Reason.SUBMITTED.value,
         message="",
         spec=spec.model_dump(mode="json"),
+        nodes=spec.nodes,
         gpus=spec.gpus,
         gpu_type=spec.gpu_type,
         cpu_milli=spec.cpu_milli,
@@ -90,20 +91,38 @@ def list_jobs(
     return paginate(session, query, Job.id, limit, cursor)
 
 
-def active_allocations(session: Session, job_ids: Sequence[str]) -> dict[str, Allocation]:
+def active_allocations(session: Session, job_id: str) -> list[Allocation]:
+    """What the job holds now, one allocation per node, in rank order."""
+    return list(
+        session.scalars(
+            select(Allocation)
+            .where(Allocation.job_id == job_id, Allocation.active)
+            .order_by(Allocation.replica)
+        )
+    )
+
+
+def active_allocations_of(
+    session: Session, job_ids: Sequence[str]
+) -> dict[str, list[Allocation]]:
     if not job_ids:
         return {}
-    rows = session.scalars(
-        select(Allocation).where(Allocation.job_id.in_(job_ids), Allocation.active)
-    )
-    return {a.job_id: a for a in rows}
+    found: dict[str, list[Allocation]] = {}
+    for allocation in session.scalars(
+        select(Allocation)
+        .where(Allocation.job_id.in_(job_ids), Allocation.active)
+        .order_by(Allocation.job_id, Allocation.replica)
+    ):
+        found.setdefault(allocation.job_id, []).append(allocation)
+    return found
 
 
 def latest_allocation(session: Session, job_id: str) -> Allocation | None:
+    """Rank 0 of the job's latest attempt (whose output ``logs`` shows)."""
     return session.scalar(
         select(Allocation)
         .where(Allocation.job_id == job_id)
-        .order_by(Allocation.created_at.desc(), Allocation.id.desc())
+        .order_by(Allocation.created_at.desc(), Allocation.replica, Allocation.id.desc())
         .limit(1)
     )
 

@@ -91,7 +91,7 @@ def job_claim(session: Session, job: Job, models: Iterable[str]) -> Claim:
         select(Allocation).where(Allocation.job_id == job.id, Allocation.active)
     )
     model = allocation_gpu_model(session, allocation) if allocation is not None else None
-    return claim_of(job.gpus, model or job.gpu_type, models)
+    return claim_of(job.gpus * job.nodes, model or job.gpu_type, models)
 
 
 def held_claims(session: Session, tenant_id: str) -> list[Claim]:

@@ -84,6 +84,13 @@ class Node(Base):
     memory_mib: Mapped[int] = mapped_column(Integer)
     healthy: Mapped[bool] = mapped_column(Boolean)
     health_message: Mapped[str] = mapped_column(Text, default="")
+    # Where the node's workloads reach each other (rank 0's address is MASTER_ADDR).
+    address: Mapped[str] = mapped_column(String(255), default="127.0.0.1")
+    # Taken out of service by an operator (or, later, by the platform): nothing new is placed
+    # on it, and the engine is told (Slurm drains it). Healthy and quarantined are separate:
+    # the engine reports health, quarantine is gpucloud's decision.
+    quarantined_at: Mapped[datetime | None]
+    quarantine_reason: Mapped[str] = mapped_column(Text, default="")
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_seen_at: Mapped[datetime]
     created_at: Mapped[datetime]
@@ -119,7 +126,8 @@ class Job(Base):
     reason: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text, default="")
     spec: Mapped[dict[str, Any]]  # the validated JobSpec, as submitted
-    gpus: Mapped[int] = mapped_column(Integer)
+    nodes: Mapped[int] = mapped_column(Integer, default=1)  # replicas, one per node
+    gpus: Mapped[int] = mapped_column(Integer)  # per node, as are cpu_milli and memory_mib
     gpu_type: Mapped[str | None] = mapped_column(String(32))
     cpu_milli: Mapped[int] = mapped_column(Integer)
     memory_mib: Mapped[int] = mapped_column(Integer)

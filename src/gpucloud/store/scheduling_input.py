@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from gpucloud.core.jobspec import JobSpec
 from gpucloud.core.states import HOLDS_ALLOCATION, JobState
 from gpucloud.scheduling.decisions import Running
+from gpucloud.scheduling.filters import never_fits
 from gpucloud.scheduling.model import (
     MILLI,
     ClusterSnapshot,
@@ -33,9 +34,24 @@ TOPOLOGY_LABELS = ("nvlink_island", "leaf_switch", "rack")
 
 @dataclass(frozen=True)
 class QueuedJob:
-    workload: Workload
+    job_id: str
+    members: tuple[Workload, ...]  # one per node; a multi-node job's members form a gang
     reason: str  # why it waits, as last written (to write only what changed)
     message: str
+
+
+def member_id(job_id: str, rank: int, nodes: int) -> str:
+    """The scheduling core's id of one node's share of a job: the job id for a single node."""
+    return job_id if nodes == 1 else f"{job_id}#{rank}"
+
+
+def job_of(workload_id: str) -> str:
+    return workload_id.split("#", 1)[0]
+
+
+def rank_of(workload_id: str) -> int:
+    _, _, rank = workload_id.partition("#")
+    return int(rank) if rank else 0
 
 
 @dataclass(frozen=True)
@@ -51,7 +67,7 @@ class SchedulingInput:
         return (
             self.snapshot,
             tuple((r.workload, r.placement) for r in self.running),
-            tuple(q.workload for q in self.queue),
+            tuple(q.members for q in self.queue),
         )
 
 
@@ -83,9 +99,10 @@ def scheduling_input(session: Session, window: int, now: datetime) -> Scheduling
         cpu_used[allocation.node_id] += allocation.cpu_milli
         memory_used[allocation.node_id] += allocation.memory_mib
         indices = tuple(index_of[d] for d in allocation.device_ids if d in index_of)
+        member = _members(job)[min(allocation.replica, job.nodes - 1)]
         running.append(Running(
-            _workload(job),
-            Placement(job.id, allocation.node_id, indices, MILLI, allocation.cpu_milli,
+            member,
+            Placement(member.id, allocation.node_id, indices, MILLI, allocation.cpu_milli,
                       allocation.memory_mib),
             _remaining(job, now),
         ))
@@ -97,7 +114,8 @@ def scheduling_input(session: Session, window: int, now: datetime) -> Scheduling
             devices=devices,
             cpu_free=row.cpu_milli - cpu_used[row.id],
             memory_free=row.memory_mib - memory_used[row.id],
-            healthy=row.healthy,
+            # The core knows one kind of "do not place here"; quarantine is one of them.
+            healthy=row.healthy and row.quarantined_at is None,
             labels=tuple(sorted(labels.items())),
             topology=Topology(*(labels.get(key, "") for key in TOPOLOGY_LABELS)),
         )
@@ -107,8 +125,8 @@ def scheduling_input(session: Session, window: int, now: datetime) -> Scheduling
 
 
 _QUEUE_COLUMNS = (
-    Job.id, Job.cpu_milli, Job.memory_mib, Job.gpus, Job.gpu_type, Job.priority, Job.tenant_id,
-    Job.max_duration_s,
+    Job.id, Job.nodes, Job.cpu_milli, Job.memory_mib, Job.gpus, Job.gpu_type, Job.priority,
+    Job.tenant_id, Job.max_duration_s,
 )
 
 
@@ -121,11 +139,11 @@ def _queue(session: Session, window: int) -> list[QueuedJob]:
         .order_by(Job.priority.desc(), Job.id)
         .limit(window)
     )
-    return [QueuedJob(_workload(row), row.reason, row.message) for row in rows]
+    return [QueuedJob(row.id, _members(row), row.reason, row.message) for row in rows]
 
 
 def workload_of_spec(spec: JobSpec) -> Workload:
-    """A job not yet submitted, as the scheduling core sees it (for submit checks and dry runs)."""
+    """One node's share of a job not yet submitted (for submit checks and dry runs)."""
     return Workload(
         id="(new)",
         cpu_milli=spec.cpu_milli,
@@ -135,6 +153,19 @@ def workload_of_spec(spec: JobSpec) -> Workload:
         gpu_models=frozenset({spec.gpu_type}) if spec.gpu_type and spec.gpus else None,
         time_limit_s=None if spec.max_duration_s is None else float(spec.max_duration_s),
     )
+
+
+def never_fits_job(snapshot: ClusterSnapshot, spec: JobSpec) -> str | None:
+    """Why the fleet could never hold the job, even empty; None if it could. A multi-node job
+    needs ``nodes`` distinct nodes that could each hold one share."""
+    workload = workload_of_spec(spec)
+    reason = never_fits(snapshot, workload)
+    if reason is not None or spec.nodes == 1:
+        return reason
+    able = sum(1 for n in snapshot.nodes if never_fits(ClusterSnapshot((n,)), workload) is None)
+    if able >= spec.nodes:
+        return None
+    return f"{able} of {len(snapshot.nodes)} nodes could hold one node's share, {spec.nodes} needed"
 
 
 def fleet(session: Session) -> ClusterSnapshot:
@@ -158,6 +189,7 @@ class _JobColumns(Protocol):
     """What a workload is built from: a Job row, or a row of ``_QUEUE_COLUMNS``."""
 
     id: str
+    nodes: int
     cpu_milli: int
     memory_mib: int
     gpus: int
@@ -167,17 +199,23 @@ class _JobColumns(Protocol):
     max_duration_s: int | None
 
 
-def _workload(job: _JobColumns) -> Workload:
-    return Workload(
-        id=job.id,
-        cpu_milli=job.cpu_milli,
-        memory_mib=job.memory_mib,
-        gpu_count=job.gpus,
-        gpu_milli=MILLI if job.gpus else 0,
-        gpu_models=frozenset({job.gpu_type}) if job.gpu_type and job.gpus else None,
-        priority=job.priority,
-        tenant=job.tenant_id,
-        time_limit_s=None if job.max_duration_s is None else float(job.max_duration_s),
+def _members(job: _JobColumns) -> tuple[Workload, ...]:
+    gang = job.id if job.nodes > 1 else None
+    return tuple(
+        Workload(
+            id=member_id(job.id, rank, job.nodes),
+            cpu_milli=job.cpu_milli,
+            memory_mib=job.memory_mib,
+            gpu_count=job.gpus,
+            gpu_milli=MILLI if job.gpus else 0,
+            gpu_models=frozenset({job.gpu_type}) if job.gpu_type and job.gpus else None,
+            priority=job.priority,
+            tenant=job.tenant_id,
+            gang_id=gang,
+            gang_size=job.nodes,
+            time_limit_s=None if job.max_duration_s is None else float(job.max_duration_s),
+        )
+        for rank in range(job.nodes)
     )
 
 

@@ -28,7 +28,6 @@ from gpucloud.core.config import SETTINGS, parse_setting
 from gpucloud.core.errors import InsufficientFunds, InvalidRequest, NotFound
 from gpucloud.core.jobspec import JobSpec
 from gpucloud.core.tenancy import Role
-from gpucloud.scheduling.filters import never_fits
 from gpucloud.schemas import (
     Amount,
     CreditIn,
@@ -50,7 +49,7 @@ from gpucloud.store import ledger
 from gpucloud.store.limit_gate import LimitGate
 from gpucloud.store.models import LedgerAccount, LedgerTransaction
 from gpucloud.store.prices import add_version, latest_version_number, load_versions
-from gpucloud.store.scheduling_input import fleet, workload_of_spec
+from gpucloud.store.scheduling_input import fleet, never_fits_job
 from gpucloud.store.settings import all_settings, set_setting
 
 router = APIRouter(prefix="/v1", tags=["billing"])
@@ -234,7 +233,7 @@ def estimate(spec: JobSpec, platform: PlatformDep, who: PrincipalDep) -> Estimat
         asked = billing_store.footprint_of_spec(spec)
         fp = billing_store.priced_footprint(session, version, asked)
         funds = billing_store.affordability(session, who.tenant_id, fp, spec.max_duration_s, now)
-        fits = never_fits(fleet(session), workload_of_spec(spec))
+        fits = never_fits_job(fleet(session), spec)
         quota = _quota_verdict(LimitGate(session, now), who.tenant_id, asked, spec.max_duration_s)
     per_hour = Money(price_per_hour_minor(version, fp), version.currency)
     total = None

@@ -17,13 +17,12 @@ from gpucloud.core.errors import ExceedsQuota, InsufficientFunds, NeverFits
 from gpucloud.core.jobspec import JobSpec
 from gpucloud.core.states import JobState
 from gpucloud.core.tenancy import Principal, Role
-from gpucloud.scheduling.filters import never_fits
 from gpucloud.schemas import EventOut, JobOut, Page
 from gpucloud.store import jobs as job_store
 from gpucloud.store.billing import affordability, footprint_of_spec
 from gpucloud.store.limit_gate import LimitGate
 from gpucloud.store.models import Job
-from gpucloud.store.scheduling_input import fleet, workload_of_spec
+from gpucloud.store.scheduling_input import fleet, never_fits_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 LOG_POLL_S = 0.25
@@ -47,7 +46,7 @@ def submit_job(
     who.require(Role.MEMBER, "submitting jobs")
     # Checked before taking the write lock: the fleet's shape changes rarely, jobs often.
     with platform.ctx.db.read() as session:
-        reason = never_fits(fleet(session), workload_of_spec(spec))
+        reason = never_fits_job(fleet(session), spec)
         if reason is not None:
             raise NeverFits(
                 f"{_describe(spec)} can never fit on this fleet ({reason}); "
@@ -68,7 +67,7 @@ def submit_job(
 
     def action(session: Any) -> Any:
         job = job_store.create_job(session, platform.ctx.ids, who, spec, now)
-        return job_out(job, None).model_dump(mode="json")
+        return job_out(job).model_dump(mode="json")
 
     return idempotent.create(
         platform, who, idempotency_key, "/v1/jobs", spec.model_dump(mode="json"), action
@@ -77,7 +76,8 @@ def submit_job(
 
 def _describe(spec: JobSpec) -> str:
     gpus = f"{spec.gpus} x {spec.gpu_type or 'any GPU'}" if spec.gpus else "no GPU"
-    return f"a job with {gpus}, {spec.cpus:g} CPUs and {spec.memory_mib} MiB"
+    nodes = f"{spec.nodes} nodes, each with " if spec.nodes > 1 else ""
+    return f"a job with {nodes}{gpus}, {spec.cpus:g} CPUs and {spec.memory_mib} MiB"
 
 
 @router.get("", response_model=Page[JobOut])
@@ -90,9 +90,9 @@ def list_jobs(
 ) -> Page[JobOut]:
     with platform.ctx.db.read() as session:
         page = job_store.list_jobs(session, who, state, limit, cursor)
-        allocations = job_store.active_allocations(session, [j.id for j in page.items])
+        allocations = job_store.active_allocations_of(session, [j.id for j in page.items])
         return Page[JobOut](
-            items=[job_out(j, allocations.get(j.id)) for j in page.items],
+            items=[job_out(j, allocations.get(j.id, [])) for j in page.items],
             next_cursor=page.next_cursor,
         )
 
@@ -101,7 +101,7 @@ def list_jobs(
 def get_job(job_id: str, platform: PlatformDep, who: PrincipalDep) -> JobOut:
     with platform.ctx.db.read() as session:
         job = job_store.get_job(session, who, job_id)
-        return job_out(job, job_store.active_allocations(session, [job.id]).get(job.id))
+        return job_out(job, job_store.active_allocations(session, job.id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)

@@ -6,11 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from gpucloud.api.deps import PlatformDep, PrincipalDep
 from gpucloud.api.views import nodes_out
 from gpucloud.core.errors import NotFound
-from gpucloud.schemas import NodeOut, Page
+from gpucloud.schemas import NodeOut, Page, QuarantineIn
+from gpucloud.store.inventory import quarantine_node, return_node
 from gpucloud.store.models import Node
 from gpucloud.store.paging import paginate
 
@@ -34,7 +36,35 @@ def list_nodes(
 @router.get("/{node_id}", response_model=NodeOut)
 def get_node(node_id: str, platform: PlatformDep, who: PrincipalDep) -> NodeOut:
     with platform.ctx.db.read() as session:
-        node = session.get(Node, node_id)
-        if node is None:
-            raise NotFound("node", node_id)
-        return nodes_out(session, who, [node])[0]
+        return nodes_out(session, who, [_node(session, node_id)])[0]
+
+
+@router.post("/{node_id}/quarantine", response_model=NodeOut)
+def quarantine(
+    node_id: str, body: QuarantineIn, platform: PlatformDep, who: PrincipalDep
+) -> NodeOut:
+    """Take a node out of service (operators): running work goes on, nothing new lands there,
+    and the engine is told (Slurm drains it with the reason)."""
+    who.require_operator("quarantining nodes")
+    with platform.ctx.db.write() as session:
+        node = _node(session, node_id)
+        quarantine_node(session, node, body.reason, who.user_name, platform.ctx.clock.now())
+    platform.wake()
+    return get_node(node_id, platform, who)
+
+
+@router.post("/{node_id}/return", response_model=NodeOut)
+def return_to_service(node_id: str, platform: PlatformDep, who: PrincipalDep) -> NodeOut:
+    """Put a quarantined node back into service (operators)."""
+    who.require_operator("returning nodes to service")
+    with platform.ctx.db.write() as session:
+        return_node(session, _node(session, node_id), who.user_name, platform.ctx.clock.now())
+    platform.wake()
+    return get_node(node_id, platform, who)
+
+
+def _node(session: Session, node_id: str) -> Node:
+    node = session.get(Node, node_id)
+    if node is None:
+        raise NotFound("node", node_id)
+    return node

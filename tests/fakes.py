@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
 
+from gpucloud.core.faults import SignalKind
 from gpucloud.engines.base import (
+    BurnInResult,
     DeviceReport,
     EngineRef,
+    FaultSignal,
     LaunchSpec,
     NodeReport,
     RunPhase,
@@ -44,11 +49,15 @@ class FakeRun:
 class FakeEngine:
     name = "fake"
 
-    def __init__(self, nodes: Sequence[NodeReport]) -> None:
+    def __init__(self, nodes: Sequence[NodeReport], checkpoint_root: Path | None = None) -> None:
+        self.checkpoint_root = checkpoint_root
         self.node_reports = list(nodes)
         self.runs: dict[EngineRef, FakeRun] = {}
         self.starts = 0  # how many times a process was really started
         self.drained: dict[str, str] = {}
+        self.signals: list[FaultSignal] = []
+        self.burn_ins: list[tuple[str, int | None]] = []
+        self.burn_in_passes = True
 
     def nodes(self) -> list[NodeReport]:
         return [
@@ -58,7 +67,11 @@ class FakeEngine:
         ]
 
     def checkpoint_dir(self, job_id: str) -> str:
-        return f"/checkpoints/{job_id}"
+        if self.checkpoint_root is None:
+            return f"/checkpoints/{job_id}"
+        path = self.checkpoint_root / job_id
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
 
     def launch(self, spec: LaunchSpec) -> EngineRef:
         ref = f"fake:{spec.launch_id}"
@@ -89,6 +102,13 @@ class FakeEngine:
     def drain(self, node_id: str, reason: str) -> None:
         self.drained[node_id] = reason
 
+    def faults(self, after: int) -> list[FaultSignal]:
+        return [s for s in self.signals if s.seq > after]
+
+    def burn_in(self, node_id: str, device_index: int | None) -> BurnInResult:
+        self.burn_ins.append((node_id, device_index))
+        return BurnInResult(self.burn_in_passes, "fake check")
+
     def resume(self, node_id: str) -> None:
         self.drained.pop(node_id, None)
 
@@ -100,3 +120,13 @@ class FakeEngine:
 
     def run_of(self, job_id: str) -> FakeRun:
         return next(r for r in self.runs.values() if r.spec.job_id == job_id)
+
+    def runs_of(self, job_id: str) -> list[FakeRun]:
+        """Every attempt of the job, oldest first."""
+        return [r for r in self.runs.values() if r.spec.job_id == job_id]
+
+    def signal(self, node_id: str, kind: SignalKind, at: datetime,
+               device_index: int | None = None, code: int | None = None) -> None:
+        """A health signal, as an engine would report it."""
+        seq = len(self.signals) + 1
+        self.signals.append(FaultSignal(seq, node_id, kind, at, device_index, code))

@@ -56,7 +56,7 @@ def make_harness(
         engine=engine,
         clock=clock,
         ids=IdFactory(),
-        tunables=tunables or Tunables(stop_grace_s=10, inventory_interval_s=0),
+        tunables=tunables or Tunables(stop_grace_s=10, inventory_interval_s=0, node_silence_s=0),
     )
     if admin_token is None:
         with db.write() as session:

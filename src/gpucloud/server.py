@@ -13,9 +13,11 @@ from pathlib import Path
 from gpucloud.api.deps import Platform
 from gpucloud.controllers.admission import AdmissionController
 from gpucloud.controllers.context import Context, Tunables
+from gpucloud.controllers.health import HealthController
 from gpucloud.controllers.inventory import InventoryController
 from gpucloud.controllers.launcher import LauncherController
 from gpucloud.controllers.metering import MeteringController
+from gpucloud.controllers.progress import ProgressController
 from gpucloud.controllers.runtime import Controller, ControlLoop
 from gpucloud.controllers.scheduler import SchedulerController
 from gpucloud.core.clock import Clock, SystemClock
@@ -42,7 +44,12 @@ def _local_engine(settings: Settings) -> BuiltEngine:
     from gpucloud.engines.local import LocalEngine
 
     nodes, note = local_nodes(settings.simulate_gpus)
-    return BuiltEngine(LocalEngine(settings.data_dir, nodes), note)
+    engine = LocalEngine(settings.data_dir, nodes)
+    if any(not d.simulated for n in nodes for d in n.devices):
+        import pynvml
+
+        engine.watch_nvml(pynvml)  # Xid events and error counters of the real GPUs
+    return BuiltEngine(engine, note)
 
 
 ENGINES: dict[str, Callable[[Settings], BuiltEngine]] = {"local": _local_engine}
@@ -61,9 +68,11 @@ def controllers_for(ctx: Context) -> list[Controller]:
     """Every reconcile loop, in the order one pass runs them."""
     return [
         InventoryController(ctx),
+        HealthController(ctx),
         AdmissionController(ctx),
         SchedulerController(ctx),
         LauncherController(ctx),
+        ProgressController(ctx),
         MeteringController(ctx),
     ]
 

@@ -49,13 +49,20 @@ def test_happy_path_is_allowed() -> None:
         (JobState.QUEUED, JobState.RUNNING),
         (JobState.SUCCEEDED, JobState.QUEUED),
         (JobState.CANCELLED, JobState.RUNNING),
-        (JobState.RUNNING, JobState.QUEUED),
+        (JobState.RUNNING, JobState.PENDING),
+        (JobState.FAILED, JobState.QUEUED),
     ],
 )
 def test_illegal_transitions_raise_a_typed_error(before: JobState, after: JobState) -> None:
     with pytest.raises(IllegalTransition) as info:
         check_transition("job_x", before, after)
     assert info.value.current == before.value and info.value.target == after.value
+
+
+def test_a_faulted_run_goes_back_to_the_queue_and_can_run_again() -> None:
+    for before in (JobState.STARTING, JobState.RUNNING):
+        check_transition("job_x", before, JobState.QUEUED)
+    check_transition("job_x", JobState.QUEUED, JobState.SCHEDULED)
 
 
 def test_only_placed_states_hold_allocations() -> None:

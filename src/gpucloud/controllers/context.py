@@ -14,8 +14,8 @@ from gpucloud.store.db import Database
 class Tunables:
     stop_grace_s: float = 10.0  # SIGTERM, then SIGKILL after this long
     funds_stop_grace_s: float = 3.0  # the same when the wallet ran out (the tenant pays for it)
-    inventory_interval_s: float = 5.0
-    node_silence_s: float = 30.0  # a node not reported for this long is unhealthy
+    inventory_interval_s: float = 2.0  # the heartbeat: how often the engine's nodes are read
+    node_silence_s: float = 6.0  # a node not reported for this long is unhealthy
     tick_s: float = 0.5  # the loop's period when nothing wakes it earlier
     queue_window: int = 256  # queued jobs the scheduler looks at per pass, from the head
 

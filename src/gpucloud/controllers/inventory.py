@@ -29,7 +29,9 @@ class InventoryController:
         reports = self.ctx.engine.nodes()
         with self.ctx.db.write() as session:
             sync_nodes(session, self.ctx.engine.name, reports, now)
-            mark_silent_nodes(session, {r.id for r in reports}, now)
+            mark_silent_nodes(
+                session, {r.id for r in reports}, now, self.ctx.tunables.node_silence_s
+            )
             changes = engine_node_changes(session, reports)
         # Level-triggered: a change that fails (or a crash before it) is found again next time.
         for change in changes:

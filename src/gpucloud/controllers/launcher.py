@@ -24,6 +24,7 @@ from gpucloud.core.states import JobState, Reason
 from gpucloud.engines.base import EngineRef, LaunchSpec, ReplicaSpec, RunStatus
 from gpucloud.store.jobs import active_allocations
 from gpucloud.store.models import Allocation, Device, Job, Node
+from gpucloud.store.restarts import credit_fault, requeue_after_fault
 from gpucloud.store.transitions import transition
 
 log = logging.getLogger("gpucloud.launcher")
@@ -214,11 +215,16 @@ class LauncherController:
                 now,
                 f"running on {', '.join(a.node_id for a in allocations)}",
             )
+            credit_fault(session, job, now)  # back after a fault: the lost time is on us
         if decision.request_stop is not None:
             first.stop_requested_at, first.stop_reason = now, decision.request_stop
         if decision.force_stop:
             first.stop_forced = True
-        if decision.finish is not None:
+        if decision.finish is not None and decision.restart:
+            finish = decision.finish
+            give_up = (finish.state, finish.reason, finish.message, finish.exit_code)
+            requeue_after_fault(session, job, first, _ended_at(run, first, now), give_up, now)
+        elif decision.finish is not None:
             finish = decision.finish
             transition(
                 session,

@@ -37,6 +37,15 @@ def _currency(text: str) -> str:
     return text
 
 
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
 SETTINGS: dict[str, SettingSpec] = {s.key: s for s in (
     SettingSpec("billing.admission_runway_seconds", 600, _int_between(0, 30 * 86400),
                 "a job is admitted only if the wallet covers its price for this long "
@@ -47,6 +56,20 @@ SETTINGS: dict[str, SettingSpec] = {s.key: s for s in (
                 "how often running allocations are charged (the unit stays one second)"),
     SettingSpec("billing.currency", "CNY", _currency,
                 "the currency of new price-book versions and wallets"),
+    SettingSpec("health.restart_budget", 3, _int_between(0, 1000),
+                "restarts in a row without a new checkpoint before a faulted job gives up"),
+    SettingSpec("health.restart_backoff_seconds", 1, _int_between(0, 3600),
+                "the first restart after a fault waits this long; each next one twice more"),
+    SettingSpec("health.restart_backoff_max_seconds", 60, _int_between(0, 86400),
+                "the longest wait between restarts"),
+    SettingSpec("health.burn_in_seconds", 10, _int_between(0, 86400),
+                "how long a GPU or node quarantined by a fault stays out before its burn-in"),
+    SettingSpec("health.retire_after_faults", 3, _int_between(1, 1000),
+                "a GPU with this many faults within the retire window is retired"),
+    SettingSpec("health.retire_window_hours", 24, _int_between(1, 24 * 365),
+                "the window in which repeated faults retire a GPU"),
+    SettingSpec("health.simulated_burn_in_passes", True, _bool,
+                "whether the burn-in of simulated GPUs passes (for fault drills)"),
 )}
 
 

@@ -17,6 +17,7 @@ class StopReason(StrEnum):
     MAX_DURATION = "max_duration"  # it ran past its max duration
     INSUFFICIENT_FUNDS = "insufficient_funds"  # its tenant's wallet ran out
     BUDGET_EXHAUSTED = "budget_exhausted"  # a budget of its tenant was spent
+    PLATFORM_FAULT = "platform_fault"  # its GPU or node failed: it restarts elsewhere
 
 
 _FINAL: dict[StopReason, tuple[JobState, Reason, str]] = {
@@ -35,6 +36,12 @@ _FINAL: dict[StopReason, tuple[JobState, Reason, str]] = {
         JobState.FAILED,
         Reason.BUDGET_EXHAUSTED,
         "stopped because a budget of the tenant was spent; it runs again when the budget resets",
+    ),
+    # Used only when a restart is not possible (the budget is spent): a faulted job restarts.
+    StopReason.PLATFORM_FAULT: (
+        JobState.FAILED,
+        Reason.NODE_FAILURE,
+        "stopped because its GPU or node failed",
     ),
 }
 
@@ -67,9 +74,12 @@ class Finish:
 @dataclass(frozen=True)
 class Decision:
     mark_running: bool = False
-    finish: Finish | None = None
+    finish: Finish | None = None  # how it ends if it is not restarted
     request_stop: StopReason | None = None  # send the polite stop now
     force_stop: bool = False  # the grace period is over: kill
+    # The run ended because of the platform: restart it from its checkpoint if the restart
+    # budget allows (``finish`` is what happens otherwise).
+    restart: bool = False
 
 
 def decide(
@@ -77,16 +87,16 @@ def decide(
 ) -> Decision:
     """``funds_grace_s`` (shorter) applies when the wallet ran out: the tenant pays for the
     grace period, so it must be short enough to keep the debt within a metering interval."""
+    faulted = _faulted(o)
     if o.run.phase is RunPhase.LOST:
-        return Decision(
-            finish=Finish(
-                JobState.FAILED, Reason.LOST, o.run.message or "the engine lost the job", None
-            )
+        lost = Finish(
+            JobState.FAILED, Reason.LOST, o.run.message or "the engine lost the job", None
         )
+        return Decision(finish=lost, restart=faulted)
     # Only a run the engine really started is RUNNING; a pending one may still be stopped.
     mark_running = o.state is JobState.STARTING and o.run.phase is not RunPhase.PENDING
     if o.run.phase is RunPhase.EXITED:
-        return Decision(mark_running=mark_running, finish=_finish(o))
+        return Decision(mark_running=mark_running, finish=_finish(o), restart=faulted)
     if o.stop_requested_at is None:
         reason = _stop_reason(o, now)
         return Decision(mark_running=mark_running, request_stop=reason)
@@ -94,6 +104,16 @@ def decide(
         grace_s = funds_grace_s
     overdue = (now - o.stop_requested_at).total_seconds() >= grace_s
     return Decision(mark_running=mark_running, force_stop=overdue and not o.stop_forced)
+
+
+def _faulted(o: Observed) -> bool:
+    """Did the platform end this run (so it restarts)? The health controller's stop says so;
+    so does an engine that saw the node fail, unless someone asked for another stop (a cancel,
+    an empty wallet), which wins."""
+    fault = StopReason.PLATFORM_FAULT
+    if fault in (o.stop_reason, o.stop_request):
+        return True
+    return o.run.platform_fault and o.stop_reason is None and o.stop_request is None
 
 
 def _stop_reason(o: Observed, now: datetime) -> StopReason | None:
@@ -113,7 +133,7 @@ def finish_unlaunched(reason: StopReason) -> Finish:
 
 def _finish(o: Observed) -> Finish:
     code = o.run.exit_code
-    if o.run.platform_fault and o.stop_reason is None:
+    if o.run.platform_fault and o.stop_reason in (None, StopReason.PLATFORM_FAULT):
         detail = o.run.message or "the node it ran on failed"
         return Finish(JobState.FAILED, Reason.NODE_FAILURE, f"{detail} (exit code {code})", code)
     if o.stop_reason is not None:

@@ -36,8 +36,9 @@ TRANSITIONS: Mapping[JobState, frozenset[JobState]] = {
     _S.QUEUED: frozenset({_S.SCHEDULED, _S.FAILED, _S.CANCELLED}),
     # back to QUEUED when the chosen node vanished before launch
     _S.SCHEDULED: frozenset({_S.STARTING, _S.QUEUED, _S.FAILED, _S.CANCELLED}),
-    _S.STARTING: frozenset({_S.RUNNING, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED}),
-    _S.RUNNING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.CANCELLED}),
+    # back to QUEUED when a platform fault ended the run: it restarts from its checkpoint
+    _S.STARTING: frozenset({_S.RUNNING, _S.QUEUED, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED}),
+    _S.RUNNING: frozenset({_S.QUEUED, _S.SUCCEEDED, _S.FAILED, _S.CANCELLED}),
     _S.SUCCEEDED: frozenset(),
     _S.FAILED: frozenset(),
     _S.CANCELLED: frozenset(),
@@ -67,6 +68,8 @@ class Reason(StrEnum):
     MAX_DURATION_EXCEEDED = "MAX_DURATION_EXCEEDED"
     LOST = "LOST"
     NODE_FAILURE = "NODE_FAILURE"  # the platform's fault, not the job's
+    RESTARTING = "RESTARTING"  # requeued after a platform fault, to resume from its checkpoint
+    RESTART_BUDGET_EXHAUSTED = "RESTART_BUDGET_EXHAUSTED"
     INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
     WAITING_FOR_FUNDS = "WAITING_FOR_FUNDS"
     WAITING_FOR_QUOTA = "WAITING_FOR_QUOTA"

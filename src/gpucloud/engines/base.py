@@ -11,12 +11,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gpucloud.core.faults import FaultSignal, SignalKind
 from gpucloud.core.runs import RunPhase, RunStatus
 
 __all__ = [
+    "BurnInResult",
     "DeviceReport",
     "Engine",
     "EngineRef",
+    "FaultInjector",
+    "FaultSignal",
     "LaunchSpec",
     "NodeReport",
     "ReplicaSpec",
@@ -117,3 +121,27 @@ class Engine(Protocol):
     def resume(self, node_id: str) -> None:
         """Undo ``drain``. Idempotent."""
         ...
+
+    def faults(self, after: int) -> list[FaultSignal]:
+        """Health signals (Xid events, ECC, ...) with ``seq`` above ``after``, oldest first.
+        They outlive the control plane, so a restarted one misses none."""
+        ...
+
+    def burn_in(self, node_id: str, device_index: int | None) -> BurnInResult:
+        """Check real hardware before it returns to the pool (short; may block a few
+        seconds). Simulated devices are checked by the platform, not here."""
+        ...
+
+
+@dataclass(frozen=True)
+class BurnInResult:
+    passed: bool
+    detail: str
+
+
+class FaultInjector(Protocol):
+    """Engines whose simulated devices take injected faults (``gpucloud debug inject-fault``),
+    which then travel the same path as real ones."""
+
+    def inject_fault(self, node_id: str, kind: SignalKind, device_index: int | None,
+                     code: int | None, duration_s: float) -> None: ...

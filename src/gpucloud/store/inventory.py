@@ -124,11 +124,16 @@ def return_node(session: Session, node: Node, who: str, now: datetime) -> None:
                  message=f"returned to service by {who}")
 
 
-def mark_silent_nodes(session: Session, seen: set[str], now: datetime) -> None:
-    """Nodes the engine stopped reporting are unhealthy until they come back."""
+def mark_silent_nodes(
+    session: Session, seen: set[str], now: datetime, silence_s: float = 0.0
+) -> None:
+    """Nodes the engine stopped reporting for ``silence_s`` are unhealthy until they come back
+    (one missed report is not yet a lost heartbeat)."""
     for node in session.scalars(select(Node).where(Node.healthy)):
-        if node.id not in seen:
-            node.healthy, node.health_message = False, "not reported by the engine"
+        silent_for = (now - node.last_seen_at).total_seconds()
+        if node.id not in seen and silent_for >= silence_s:
+            node.healthy = False
+            node.health_message = f"no heartbeat for {silent_for:.0f} s"
             record_event(
                 session,
                 at=now,

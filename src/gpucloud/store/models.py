@@ -91,6 +91,8 @@ class Node(Base):
     # the engine reports health, quarantine is gpucloud's decision.
     quarantined_at: Mapped[datetime | None]
     quarantine_reason: Mapped[str] = mapped_column(Text, default="")
+    # "operator" (stays out until returned) or "platform" (a fault: back after a burn-in)
+    quarantine_source: Mapped[str] = mapped_column(String(16), default="")
     labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_seen_at: Mapped[datetime]
     created_at: Mapped[datetime]
@@ -111,7 +113,16 @@ class Device(Base):
     nvlink_peers: Mapped[list[Any]] = mapped_column(default=list)
     healthy: Mapped[bool] = mapped_column(Boolean, default=True)
     simulated: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Out of the pool after a fault until its burn-in passes; retired: out for good (repeated
+    # faults), until an operator returns it.
+    quarantined_at: Mapped[datetime | None]
+    quarantine_reason: Mapped[str] = mapped_column(Text, default="")
+    retired_at: Mapped[datetime | None]
     node: Mapped[Node] = relationship(back_populates="devices")
+
+    @property
+    def schedulable(self) -> bool:
+        return self.healthy and self.quarantined_at is None and self.retired_at is None
 
 
 class Job(Base):
@@ -136,6 +147,14 @@ class Job(Base):
     max_duration_s: Mapped[int | None] = mapped_column(Integer)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     restart_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Self-healing: restarts since the job last checkpointed (the restart budget), the last
+    # checkpoint it reported, and the fault that requeued it (until its credit is posted).
+    restarts_since_progress: Mapped[int] = mapped_column(Integer, default=0)
+    last_checkpoint_step: Mapped[int | None] = mapped_column(BigInteger)
+    last_checkpoint_at: Mapped[datetime | None]
+    not_before: Mapped[datetime | None]  # requeued with a back-off: not placed before this
+    fault_at: Mapped[datetime | None]
+    fault_lost_s: Mapped[int] = mapped_column(Integer, default=0)
     # A stop asked for by a user or by the platform (e.g. billing); the launcher carries it out.
     stop_request: Mapped[str | None] = mapped_column(String(32))
     stop_requested_at: Mapped[datetime | None]
@@ -316,3 +335,25 @@ class TenantLimit(Base):
     warned_period: Mapped[datetime | None]
     updated_by: Mapped[str] = mapped_column(String(64))
     updated_at: Mapped[datetime]
+
+
+class Fault(Base):
+    """Every health signal an engine reported, with what was decided. Append-only; its
+    ``engine_seq`` is the cursor into the engine's signals (written with the actions taken)."""
+
+    __tablename__ = "faults"
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    engine: Mapped[str] = mapped_column(String(16))
+    engine_seq: Mapped[int | None] = mapped_column(BigInteger)  # None: noticed by the platform
+    at: Mapped[datetime]
+    node_id: Mapped[str] = mapped_column(String(128), index=True)
+    device_index: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(24))
+    code: Mapped[int | None] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(Text)
+    alert: Mapped[bool] = mapped_column(Boolean, default=False)
+    job_ids: Mapped[list[Any]] = mapped_column(default=list)
+    __table_args__ = (Index("ix_faults_engine_seq", "engine", "engine_seq", unique=True),)

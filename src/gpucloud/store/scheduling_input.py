@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from gpucloud.core.jobspec import JobSpec
@@ -73,7 +73,7 @@ class SchedulingInput:
 
 def scheduling_input(session: Session, window: int, now: datetime) -> SchedulingInput | None:
     """None when nothing is queued: an idle pass reads one small query."""
-    queue = _queue(session, window)
+    queue = _queue(session, window, now)
     if not queue:
         return None
     claimed = set(session.scalars(select(DeviceClaim.device_id)))
@@ -89,7 +89,9 @@ def scheduling_input(session: Session, window: int, now: datetime) -> Scheduling
         for d in sorted(row.devices, key=_index):
             device_ids[(row.id, d.index)] = d.id
             index_of[d.id] = d.index
-            devices.append(Device(d.index, d.model, 0 if d.id in claimed else MILLI, d.healthy))
+            devices.append(
+                Device(d.index, d.model, 0 if d.id in claimed else MILLI, d.schedulable)
+            )
         nodes.append((row, labels, tuple(devices)))
     for allocation, job in session.execute(
         select(Allocation, Job)
@@ -130,12 +132,13 @@ _QUEUE_COLUMNS = (
 )
 
 
-def _queue(session: Session, window: int) -> list[QueuedJob]:
-    """The head of the queue in submission order (the scheduler orders by priority and share).
-    Only the columns it needs: this runs every pass, and whole ORM rows cost several times more."""
+def _queue(session: Session, window: int, now: datetime) -> list[QueuedJob]:
+    """The head of the queue in submission order (the scheduler orders by priority and share),
+    without jobs still backing off after a fault. Only the columns it needs: this runs every
+    pass, and whole ORM rows cost several times more."""
     rows = session.execute(
         select(*_QUEUE_COLUMNS, Job.reason, Job.message)
-        .where(Job.state == JobState.QUEUED)
+        .where(Job.state == JobState.QUEUED, or_(Job.not_before.is_(None), Job.not_before <= now))
         .order_by(Job.priority.desc(), Job.id)
         .limit(window)
     )

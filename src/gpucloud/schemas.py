@@ -72,6 +72,36 @@ class DeviceOut(Wire):
     health: str  # "healthy" | "unhealthy"
     simulated: bool
     allocation: DeviceAllocation | None
+    quarantined: bool = False  # out of the pool after a fault, until its burn-in passes
+    quarantine_reason: str = ""
+    retired: bool = False  # repeated faults: out until an operator returns it
+
+
+class FaultOut(Wire):
+    id: int
+    at: datetime
+    node_id: str
+    device_index: int | None
+    kind: str  # xid, ecc, heartbeat-loss, ...
+    code: int | None
+    action: str  # application, reset-gpu, drain-node, observe
+    description: str
+    alert: bool
+    job_ids: list[str]
+
+
+class FaultInjection(Wire):
+    model_config = ConfigDict(extra="forbid")
+    node: str
+    gpu: int | None = None
+    kind: str  # xid | ecc | heartbeat-loss
+    xid: int | None = None
+    duration_s: Annotated[float, Field(gt=0, le=3600)] = 20.0  # heartbeat loss only
+
+
+class XidPolicyOut(Wire):
+    policy: dict[int, dict[str, str]]  # code -> {action, meaning}
+    default: bool  # True while the operator has not changed it
 
 
 class NodeOut(Wire):
@@ -90,7 +120,9 @@ class NodeOut(Wire):
     quarantined: bool = False  # out of service: nothing new is placed on it
     quarantine_reason: str = ""
     quarantined_at: datetime | None = None
+    quarantined_by: str = ""  # "operator", or "platform" (a fault: back after a burn-in)
     devices: list[DeviceOut]
+    faults: list[FaultOut] = Field(default_factory=list)  # the latest, newest first
 
 
 class QuarantineIn(Wire):

@@ -264,3 +264,36 @@ def test_the_credit_is_posted_once_across_a_control_plane_restart(h: Harness) ->
         credits = session.scalars(
             select(LedgerTransaction).where(LedgerTransaction.kind == "credit")).all()
     assert len(credits) == 1 and "15 s lost" in credits[0].memo
+
+
+def test_operators_edit_the_xid_policy_through_the_api(h: Harness) -> None:
+    api = h.api()
+    admin = bearer(h.admin_token)
+    shown = api.get("/v1/admin/xid-policy", headers=admin).json()
+    assert shown["default"] and shown["policy"]["13"]["action"] == "application"
+    changed = api.put("/v1/admin/xid-policy", headers=admin,
+                      json={"policy": {**shown["policy"], "13": "drain-node"}})
+    assert changed.status_code == 200 and changed.json()["default"] is False
+    h.engine.signal("n0", SignalKind.XID, h.clock.now(), device_index=0, code=13)
+    h.settle()
+    with h.ctx.db.read() as session:
+        assert session.get_one(Node, "n0").quarantined_at is not None
+    bad = api.put("/v1/admin/xid-policy", headers=admin, json={"policy": {"13": "explode"}})
+    assert bad.status_code == 422 and "Xid 13: unknown action 'explode'" in bad.json()["detail"]
+    assert api.get("/v1/admin/xid-policy", headers=admin).json()["policy"]["13"]["action"] == (
+        "drain-node")  # the bad request changed nothing
+    reset = api.delete("/v1/admin/xid-policy", headers=admin).json()
+    assert reset["default"] and reset["policy"]["13"]["action"] == "application"
+    member = tenant(api, h, "acme", None)
+    assert api.get("/v1/admin/xid-policy", headers=bearer(member)).status_code == 403
+    assert api.get("/v1/faults", headers=bearer(member)).status_code == 403
+    faults = api.get("/v1/faults", headers=admin).json()["items"]
+    assert [(f["kind"], f["code"], f["action"]) for f in faults] == [("xid", 13, "drain-node")]
+    # this engine has no simulated devices to inject into: a clear refusal
+    drill = api.post("/v1/debug/faults", headers=admin,
+                     json={"node": "n0", "kind": "xid", "xid": 79})
+    assert drill.status_code == 422 and "takes no injected faults" in drill.json()["detail"]
+    assert api.post("/v1/debug/faults", headers=admin,
+                    json={"node": "n0", "kind": "ecc", "xid": 79}).status_code == 422
+    assert api.post("/v1/debug/faults", headers=admin,
+                    json={"node": "zz", "kind": "ecc"}).status_code == 404

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 import gpucloud
 from gpucloud.api import problems
 from gpucloud.api.deps import Platform
-from gpucloud.api.routes import accounts, billing, events, jobs, limits, nodes
+from gpucloud.api.routes import accounts, billing, events, health, jobs, limits, nodes
 
 
 def create_app(platform: Platform) -> FastAPI:
@@ -19,7 +19,7 @@ def create_app(platform: Platform) -> FastAPI:
     )
     app.state.platform = platform
     problems.install(app)
-    for module in (jobs, nodes, accounts, events, billing, limits):
+    for module in (jobs, nodes, accounts, events, billing, limits, health):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

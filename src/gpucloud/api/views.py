@@ -12,13 +12,25 @@ from gpucloud.schemas import (
     DeviceAllocation,
     DeviceOut,
     EventOut,
+    FaultOut,
     JobOut,
     NodeOut,
     TenantOut,
     TokenOut,
     UserOut,
 )
-from gpucloud.store.models import Allocation, ApiToken, DeviceClaim, Event, Job, Node, Tenant, User
+from gpucloud.store.health import fault_history
+from gpucloud.store.models import (
+    Allocation,
+    ApiToken,
+    DeviceClaim,
+    Event,
+    Fault,
+    Job,
+    Node,
+    Tenant,
+    User,
+)
 
 
 def job_out(job: Job, allocations: Sequence[Allocation] = ()) -> JobOut:
@@ -69,6 +81,7 @@ def nodes_out(session: Session, who: Principal, nodes: list[Node]) -> list[NodeO
     for alloc in session.scalars(select(Allocation).where(Allocation.active)):
         cpu, mem = used.get(alloc.node_id, (0, 0))
         used[alloc.node_id] = (cpu + alloc.cpu_milli, mem + alloc.memory_mib)
+    history = fault_history(session, [n.id for n in nodes]) if who.is_operator else {}
     out = []
     for node in nodes:
         devices = []
@@ -93,6 +106,9 @@ def nodes_out(session: Session, who: Principal, nodes: list[Node]) -> list[NodeO
                     health="healthy" if d.healthy else "unhealthy",
                     simulated=d.simulated,
                     allocation=allocation,
+                    quarantined=d.quarantined_at is not None,
+                    quarantine_reason=d.quarantine_reason,
+                    retired=d.retired_at is not None,
                 )
             )
         cpu_used, mem_used = used.get(node.id, (0, 0))
@@ -113,10 +129,28 @@ def nodes_out(session: Session, who: Principal, nodes: list[Node]) -> list[NodeO
                 quarantined=node.quarantined_at is not None,
                 quarantine_reason=node.quarantine_reason,
                 quarantined_at=node.quarantined_at,
+                quarantined_by=node.quarantine_source,
                 devices=devices,
+                faults=[fault_out(f) for f in history.get(node.id, [])] if who.is_operator
+                else [],
             )
         )
     return out
+
+
+def fault_out(fault: Fault) -> FaultOut:
+    return FaultOut(
+        id=fault.id,
+        at=fault.at,
+        node_id=fault.node_id,
+        device_index=fault.device_index,
+        kind=fault.kind,
+        code=fault.code,
+        action=fault.action,
+        description=fault.description,
+        alert=fault.alert,
+        job_ids=[str(j) for j in fault.job_ids],
+    )
 
 
 def event_out(event: Event) -> EventOut:

@@ -56,15 +56,20 @@ def quarantine(
 
 @node_app.command("return")
 def return_(
-    node_id: Annotated[str, typer.Argument(help="The node id.")], as_json: JsonFlag = False
+    node_id: Annotated[str, typer.Argument(help="The node id.")],
+    gpu: Annotated[
+        int | None, typer.Option(help="Return only this GPU (quarantined or retired).")
+    ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Put a quarantined node back into service."""
+    """Put a quarantined node, or one GPU, back into service."""
     with client() as api:
-        node = api.return_node(node_id)
+        node = api.return_node(node_id, gpu)
     if as_json:
         print_json(node)
         return
-    console.print(f"node {node.id} is in service", markup=False)
+    what = f"node {node.id}" if gpu is None else f"GPU {gpu} of node {node.id}"
+    console.print(f"{what} is in service", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 import gpucloud
-from gpucloud.cli import accounts, admin, billing, fleet, jobs, limits, sim, up
+from gpucloud.cli import accounts, admin, billing, fleet, health, jobs, limits, sim, up
 from gpucloud.cli.errors import guarded
 
 app = typer.Typer(
@@ -43,6 +43,7 @@ fleet.register(app)
 billing.register(app)
 limits.register(app)
 admin.register(app)
+health.register(app, admin.admin_app)
 sim.register(app)
 
 

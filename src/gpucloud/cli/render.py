@@ -144,6 +144,14 @@ def _health(value: str) -> Text:
     return Text(value, style="green" if value == "healthy" else "bold red")
 
 
+def _device_health(device: DeviceOut) -> Text:
+    if device.retired:
+        return Text("retired", style="bold red")
+    if device.quarantined:
+        return Text("quarantined", style="yellow")
+    return _health(device.health)
+
+
 def print_nodes(nodes: Sequence[NodeOut]) -> None:
     """One block per node: its health, CPU and memory use, then each device."""
     if not nodes:
@@ -160,7 +168,8 @@ def print_nodes(nodes: Sequence[NodeOut]) -> None:
         if node.health_message:
             console.print(Text(f"  {node.health_message}", style="dim"))
         if node.quarantined:
-            console.print(Text(f"  quarantined: {node.quarantine_reason}", style="yellow"))
+            by = f" (by the {node.quarantined_by})" if node.quarantined_by else ""
+            console.print(Text(f"  quarantined{by}: {node.quarantine_reason}", style="yellow"))
         console.print(
             f"  cpus {cpus(node.cpus_allocated)}/{cpus(node.cpus)} allocated, "
             f"memory {mib(node.memory_mib_allocated)}/{mib(node.memory_mib)} allocated"
@@ -181,10 +190,16 @@ def print_nodes(nodes: Sequence[NodeOut]) -> None:
                 model,
                 mib(device.memory_mib),
                 device.uuid,
-                _health(device.health),
+                _device_health(device),
                 _allocation(device),
             )
         console.print(table)
+        if node.faults:
+            console.print("  recent faults:", style="bold")
+            for fault in node.faults[:5]:
+                gpu = "" if fault.device_index is None else f" GPU {fault.device_index}"
+                console.print(Text(f"    {age(fault.at)} ago{gpu}: {fault.description} -> "
+                                   f"{fault.action}", style="dim"))
 
 
 def tenants_table(tenants: Sequence[TenantOut]) -> Table:

@@ -24,6 +24,7 @@ from gpucloud.core.states import TERMINAL
 from gpucloud.schemas import (
     Estimate,
     EventOut,
+    FaultOut,
     JobOut,
     LedgerReport,
     LimitOut,
@@ -40,6 +41,7 @@ from gpucloud.schemas import (
     UserOut,
     WalletOut,
     WhoAmI,
+    XidPolicyOut,
 )
 
 M = TypeVar("M", bound=BaseModel)
@@ -335,10 +337,37 @@ class Client:
                           body={"reason": reason}, safe_to_resend=True)
         return self._parse(NodeOut, data)
 
-    def return_node(self, node_id: str) -> NodeOut:
-        """Operators: put a quarantined node back into service (idempotent)."""
-        data = self._send("POST", f"/v1/nodes/{_seg(node_id)}/return", safe_to_resend=True)
+    def return_node(self, node_id: str, gpu: int | None = None) -> NodeOut:
+        """Operators: put a quarantined node (or one of its GPUs, retired ones too) back into
+        service (idempotent)."""
+        params = None if gpu is None else {"gpu": gpu}
+        data = self._send("POST", f"/v1/nodes/{_seg(node_id)}/return", params=params,
+                          safe_to_resend=True)
         return self._parse(NodeOut, data)
+
+    # -- health --------------------------------------------------------------------------------
+
+    def inject_fault(self, node_id: str, kind: str, gpu: int | None = None,
+                     xid: int | None = None, duration_s: float = 20.0) -> None:
+        """Operators: a drill on a simulated node (kind: xid, ecc or heartbeat-loss)."""
+        body = {"node": node_id, "kind": kind, "gpu": gpu, "xid": xid, "duration_s": duration_s}
+        self._send("POST", "/v1/debug/faults", body=body)
+
+    def list_faults(self, node_id: str | None = None, limit: int | None = None) -> list[FaultOut]:
+        params = {"node": node_id} if node_id else None
+        return self._pages("/v1/faults", FaultOut, params, limit)
+
+    def xid_policy(self) -> XidPolicyOut:
+        return self._get("/v1/admin/xid-policy", XidPolicyOut)
+
+    def set_xid_policy(self, policy: Mapping[Any, Any]) -> XidPolicyOut:
+        data = self._send("PUT", "/v1/admin/xid-policy", body={"policy": dict(policy)},
+                          safe_to_resend=True)
+        return self._parse(XidPolicyOut, data)
+
+    def reset_xid_policy(self) -> XidPolicyOut:
+        data = self._send("DELETE", "/v1/admin/xid-policy", safe_to_resend=True)
+        return self._parse(XidPolicyOut, data)
 
     # -- accounts ------------------------------------------------------------------------------
 

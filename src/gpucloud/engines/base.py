@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gpucloud.core.faults import FaultSignal, SignalKind
 from gpucloud.core.runs import RunPhase, RunStatus
@@ -139,6 +139,7 @@ class BurnInResult:
     detail: str
 
 
+@runtime_checkable
 class FaultInjector(Protocol):
     """Engines whose simulated devices take injected faults (``gpucloud debug inject-fault``),
     which then travel the same path as real ones."""

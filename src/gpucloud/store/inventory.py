@@ -106,9 +106,11 @@ def engine_node_changes(
 def quarantine_node(session: Session, node: Node, reason: str, who: str, now: datetime) -> None:
     """Take the node out of service: nothing new is placed on it; running work goes on."""
     if node.quarantined_at is not None:
-        node.quarantine_reason = reason  # already out: only the reason changes
+        # Already out: the reason changes, and an operator's quarantine is not ended by a
+        # burn-in the way the platform's is.
+        node.quarantine_reason, node.quarantine_source = reason, "operator"
         return
-    node.quarantined_at, node.quarantine_reason = now, reason
+    node.quarantined_at, node.quarantine_reason, node.quarantine_source = now, reason, "operator"
     record_event(session, at=now, object_kind="node", object_id=node.id, kind="node.quarantine",
                  tenant_id=None, before="in service", after="quarantined",
                  message=f"{reason} (by {who})")
@@ -118,10 +120,24 @@ def return_node(session: Session, node: Node, who: str, now: datetime) -> None:
     """Put a quarantined node back into service. Idempotent."""
     if node.quarantined_at is None:
         return
-    node.quarantined_at, node.quarantine_reason = None, ""
+    node.quarantined_at, node.quarantine_reason, node.quarantine_source = None, "", ""
     record_event(session, at=now, object_kind="node", object_id=node.id, kind="node.quarantine",
                  tenant_id=None, before="quarantined", after="in service",
                  message=f"returned to service by {who}")
+
+
+def return_device(session: Session, node: Node, index: int, who: str, now: datetime) -> bool:
+    """An operator puts a GPU back (quarantined or retired). False if there is no such GPU."""
+    device = next((d for d in node.devices if d.index == index), None)
+    if device is None:
+        return False
+    if device.quarantined_at is None and device.retired_at is None:
+        return True
+    device.quarantined_at, device.quarantine_reason, device.retired_at = None, "", None
+    record_event(session, at=now, object_kind="node", object_id=node.id,
+                 kind="device.quarantine", tenant_id=None, before="quarantined",
+                 after="in service", message=f"GPU {index} returned to service by {who}")
+    return True
 
 
 def mark_silent_nodes(

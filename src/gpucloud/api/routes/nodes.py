@@ -12,7 +12,7 @@ from gpucloud.api.deps import PlatformDep, PrincipalDep
 from gpucloud.api.views import nodes_out
 from gpucloud.core.errors import NotFound
 from gpucloud.schemas import NodeOut, Page, QuarantineIn
-from gpucloud.store.inventory import quarantine_node, return_node
+from gpucloud.store.inventory import quarantine_node, return_device, return_node
 from gpucloud.store.models import Node
 from gpucloud.store.paging import paginate
 
@@ -54,11 +54,19 @@ def quarantine(
 
 
 @router.post("/{node_id}/return", response_model=NodeOut)
-def return_to_service(node_id: str, platform: PlatformDep, who: PrincipalDep) -> NodeOut:
-    """Put a quarantined node back into service (operators)."""
+def return_to_service(
+    node_id: str, platform: PlatformDep, who: PrincipalDep, gpu: int | None = None
+) -> NodeOut:
+    """Put a quarantined node back into service, or with ``gpu`` one of its GPUs (also a
+    retired one) (operators)."""
     who.require_operator("returning nodes to service")
     with platform.ctx.db.write() as session:
-        return_node(session, _node(session, node_id), who.user_name, platform.ctx.clock.now())
+        node = _node(session, node_id)
+        now = platform.ctx.clock.now()
+        if gpu is None:
+            return_node(session, node, who.user_name, now)
+        elif not return_device(session, node, gpu, who.user_name, now):
+            raise NotFound("GPU", f"{node_id}/gpu{gpu}")
     platform.wake()
     return get_node(node_id, platform, who)
 

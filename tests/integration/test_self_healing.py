@@ -297,3 +297,24 @@ def test_operators_edit_the_xid_policy_through_the_api(h: Harness) -> None:
                     json={"node": "n0", "kind": "ecc", "xid": 79}).status_code == 422
     assert api.post("/v1/debug/faults", headers=admin,
                     json={"node": "zz", "kind": "ecc"}).status_code == 404
+
+
+def test_a_cuda_error_in_a_failed_job_s_output_is_a_hint_not_a_restart(h: Harness) -> None:
+    api = priced_api(h)
+    token = tenant(api, h, "acme", "1000")
+    job = submit(api, token)["id"]
+    h.settle()
+    run = h.engine.runs_of(job)[-1]
+    run.output = b"step 41\nRuntimeError: CUDA error: an illegal memory access was encountered\n"
+    h.engine.exit(job, 1)
+    h.settle()
+    ended = state(h, job)
+    assert (ended.state, ended.reason, ended.restart_count) == (JobState.FAILED,
+                                                               "EXIT_NONZERO", 0)
+    assert any(kind == "job.hint" and "CUDA error: an illegal memory access" in message
+               for kind, message in job_events(h, job))
+    with h.ctx.db.read() as session:
+        fault = session.scalars(select(Fault)).one()
+        node = session.get_one(Node, fault.node_id)
+    assert (fault.kind, fault.action, fault.job_ids) == ("exit-hint", "observe", [job])
+    assert node.quarantined_at is None

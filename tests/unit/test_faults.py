@@ -83,3 +83,14 @@ def test_lost_time_counts_from_the_later_of_start_and_checkpoint() -> None:
     # a checkpoint of an earlier attempt: this attempt lost everything since it started
     assert lost_run_seconds(fault, start, datetime(2026, 1, 1, 9, tzinfo=UTC)) == 3600
     assert lost_run_seconds(fault, None, None) == 0
+
+
+def test_exit_hints_find_the_last_gpu_error_line() -> None:
+    from gpucloud.core.faults import exit_hint
+
+    assert exit_hint("all good\nexit 1\n") is None
+    tail = ("NCCL WARN Call to ibv_reg_mr failed\nstep 3\n"
+            "RuntimeError: CUDA error: an illegal memory access was encountered\n")
+    assert exit_hint(tail) == "CUDA error: an illegal memory access was encountered"
+    assert exit_hint("torch.distributed.DistBackendError: ncclInternalError: x") == (
+        "ncclInternalError: x")

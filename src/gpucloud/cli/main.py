@@ -8,7 +8,18 @@ from typing import Annotated
 import typer
 
 import gpucloud
-from gpucloud.cli import accounts, admin, billing, fleet, health, jobs, limits, sim, up
+from gpucloud.cli import (
+    accounts,
+    admin,
+    billing,
+    fleet,
+    health,
+    jobs,
+    limits,
+    sim,
+    sim_ettr,
+    up,
+)
 from gpucloud.cli.errors import guarded
 
 app = typer.Typer(
@@ -44,6 +55,7 @@ billing.register(app)
 limits.register(app)
 admin.register(app)
 health.register(app, admin.admin_app)
+sim_ettr.register(sim.sim_app)
 sim.register(app)
 
 

@@ -27,7 +27,8 @@ from gpucloud.scheduling.traces import (
 )
 
 sim_app = typer.Typer(
-    help="Offline scheduler simulations on trace files (no server needed).",
+    help="Offline simulations (no server needed): the scheduler on trace files, and ETTR "
+    "under faults.",
     no_args_is_help=True,
 )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from gpucloud.controllers.context import Context
-from gpucloud.core.faults import FaultAction, FaultDecision, classify
+from gpucloud.core.faults import FaultAction, FaultDecision, FaultSignal, SignalKind, classify
 from gpucloud.store.health import (
     burn_in_done,
     burn_ins_due,
@@ -48,8 +48,7 @@ class HealthController:
                 if cursor(session, engine.name) >= signal.seq:
                     continue  # another pass got it first
                 decision = classify(signal, xid_policy(session))
-                handled = handle(session, engine.name, signal, signal.node_id,
-                                 signal.device_index, decision, signal.at, now)
+                handled = handle(session, engine.name, signal, decision, now)
             log.info("%s on %s: %s; stopped %s", decision.description, signal.node_id,
                      decision.action.value, handled.stopped or "nothing")
 
@@ -63,11 +62,11 @@ class HealthController:
             decision = FaultDecision(FaultAction.DRAIN_NODE, "node",
                                      f"node unhealthy: {message or 'no reason given'}",
                                      alert=False)
+            noticed = FaultSignal(0, node_id, SignalKind.HEARTBEAT_LOSS, now, detail=message)
             with self.ctx.db.write() as session:
                 still = {n.id for n in unhealthy_in_service(session)}
                 if node_id in still:
-                    handle(session, self.ctx.engine.name, None, node_id, None, decision, now,
-                           now)
+                    handle(session, self.ctx.engine.name, noticed, decision, now)
 
     def _burn_ins(self) -> None:
         now = self.ctx.clock.now()

@@ -18,16 +18,19 @@ from sqlalchemy.orm.exc import StaleDataError
 from gpucloud.controllers.context import Context
 from gpucloud.core.clock import as_utc
 from gpucloud.core.errors import EngineError
+from gpucloud.core.faults import exit_hint
 from gpucloud.core.launch_env import Rendezvous, job_environment, rendezvous_port
 from gpucloud.core.lifecycle import Decision, Observed, StopReason, decide, finish_unlaunched
 from gpucloud.core.states import JobState, Reason
 from gpucloud.engines.base import EngineRef, LaunchSpec, ReplicaSpec, RunStatus
+from gpucloud.store.health import record_exit_hint
 from gpucloud.store.jobs import active_allocations
 from gpucloud.store.models import Allocation, Device, Job, Node
 from gpucloud.store.restarts import credit_fault, requeue_after_fault
 from gpucloud.store.transitions import transition
 
 log = logging.getLogger("gpucloud.launcher")
+HINT_TAIL_BYTES = 8192  # how much of a failed job's output is searched for GPU errors
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,27 @@ class LauncherController:
             self.ctx.engine.stop(item.ref)
         if decision.force_stop:
             self.ctx.engine.stop(item.ref, force=True)
+        finish = decision.finish
+        if finish is not None and finish.reason is Reason.EXIT_NONZERO and not decision.restart:
+            self._hint(item, held[0].node_id)
+
+    def _hint(self, item: _Launched, node_id: str) -> None:
+        """A failed job whose last output mentions a CUDA or NCCL error leaves a hint for
+        operators (many such hints on one node point at the node). Best effort."""
+        tail = b""
+        try:
+            for chunk in self.ctx.engine.logs(item.ref):
+                tail = (tail + chunk)[-HINT_TAIL_BYTES:]
+        except EngineError:
+            return
+        hint = exit_hint(tail.decode(errors="replace"))
+        if hint is None:
+            return
+        with self.ctx.db.write() as session:
+            job = session.get(Job, item.job_id)
+            if job is not None:
+                record_exit_hint(session, self.ctx.engine.name, job, node_id, hint,
+                                 self.ctx.clock.now())
 
     def _apply(
         self,

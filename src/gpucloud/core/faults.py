@@ -11,6 +11,7 @@ wrong in the other direction puts a tenant's job back on broken hardware.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,7 @@ class SignalKind(StrEnum):
     NODE_DOWN = "node-down"  # the engine itself reports the node down (Slurm DOWN)
     THERMAL = "thermal"  # temperature or power beyond its limit (code = degrees C or watts)
     NVLINK = "nvlink"  # NVLink error counters rose
+    EXIT_HINT = "exit-hint"  # a failed job's last lines mention a CUDA/NCCL error: a hint only
     RETIRED_PAGES = "retired-pages"  # pages retired or rows remapped: pending a reset
 
 
@@ -86,6 +88,7 @@ KIND_ACTIONS: Mapping[SignalKind, tuple[FaultAction, str]] = {
     SignalKind.THERMAL: (FaultAction.OBSERVE, "temperature or power beyond its limit"),
     SignalKind.NVLINK: (FaultAction.RESET_GPU, "NVLink errors"),
     SignalKind.RETIRED_PAGES: (FaultAction.OBSERVE, "retired pages pending a reset"),
+    SignalKind.EXIT_HINT: (FaultAction.OBSERVE, "a failed job's output mentions a GPU error"),
 }
 
 
@@ -152,3 +155,26 @@ def policy_document(table: Mapping[int, tuple[FaultAction, str]]) -> dict[int, d
     """The table as the API and files write it."""
     return {code: {"action": action.value, "meaning": meaning}
             for code, (action, meaning) in sorted(table.items())}
+
+
+# What the last lines of a failed job say when a GPU or the fabric may be to blame. A hint is
+# recorded for operators (patterns across jobs point at hardware), never acted on alone: the
+# same words appear when the job's own code is wrong.
+_HINTS = (
+    re.compile(r"CUDA error[^\n]*", re.IGNORECASE),
+    re.compile(r"NCCL (?:error|WARN)[^\n]*", re.IGNORECASE),
+    re.compile(r"nccl\w*Error[^\n]*"),
+    re.compile(r"an illegal memory access was encountered[^\n]*"),
+    re.compile(r"uncorrectable ECC error[^\n]*", re.IGNORECASE),
+    re.compile(r"Xid[ :]+\d+[^\n]*"),
+    re.compile(r"watchdog caught collective operation timeout[^\n]*", re.IGNORECASE),
+)
+
+
+def exit_hint(tail: str) -> str | None:
+    """The hint in the last line of ``tail`` that has one (from its first match on), or None."""
+    for line in reversed(tail.splitlines()):
+        starts = [m.start() for p in _HINTS if (m := p.search(line)) is not None]
+        if starts:
+            return line[min(starts):].strip()[:200]
+    return None

@@ -65,16 +65,15 @@ class Handled:
     stopped: list[str]  # jobs stopped to restart elsewhere
 
 
-def handle(session: Session, engine: str, signal: FaultSignal | None, node_id: str,
-           device_index: int | None, decision: FaultDecision, at: datetime,
+def handle(session: Session, engine: str, signal: FaultSignal, decision: FaultDecision,
            now: datetime) -> Handled:
-    """Record the fault and carry out its decision. ``signal`` is None for faults the platform
-    noticed itself (a silent node). Idempotent per signal: its seq is unique."""
+    """Record the fault and carry out its decision. A signal the platform noticed itself (a
+    silent node) has seq 0; an engine's are handled once each (the seq is unique)."""
+    node_id, device_index = signal.node_id, signal.device_index
     node = session.get(Node, node_id)
     hit = _jobs_hit(session, node_id, device_index if decision.scope == "gpu" else None)
-    fault = Fault(engine=engine, engine_seq=signal.seq if signal else None, at=at,
-                  node_id=node_id, device_index=device_index, kind=(signal.kind.value if signal
-                  else "heartbeat-loss"), code=signal.code if signal else None,
+    fault = Fault(engine=engine, engine_seq=signal.seq or None, at=signal.at, node_id=node_id,
+                  device_index=device_index, kind=signal.kind.value, code=signal.code,
                   action=decision.action.value, description=decision.description,
                   alert=decision.alert, job_ids=[j.id for j in hit])
     session.add(fault)
@@ -95,7 +94,7 @@ def handle(session: Session, engine: str, signal: FaultSignal | None, node_id: s
     stopped = []
     for job in hit:
         if decision.stops_jobs:
-            if _stop_for_restart(session, job, decision.description, where, at, now):
+            if _stop_for_restart(session, job, decision.description, where, signal.at, now):
                 stopped.append(job.id)
         else:
             record_event(session, at=now, object_kind="job", object_id=job.id, kind="job.fault",
@@ -103,6 +102,21 @@ def handle(session: Session, engine: str, signal: FaultSignal | None, node_id: s
                          message=f"{decision.description} on {where} (the job's own error: "
                                  "no restart, no credit)")
     return Handled(fault, stopped)
+
+
+def record_exit_hint(session: Session, engine: str, job: Job, node_id: str, hint: str,
+                     now: datetime) -> None:
+    """A failed job's last lines mention a GPU or NCCL error: kept for operators (the same
+    hint from many jobs on one node points at the node), never acted on alone."""
+    description = f"a failed job's output mentions a GPU error: {hint}"
+    session.add(Fault(engine=engine, engine_seq=None, at=now, node_id=node_id,
+                      device_index=None, kind="exit-hint", code=None,
+                      action=FaultAction.OBSERVE.value, description=description, alert=False,
+                      job_ids=[job.id]))
+    record_event(session, at=now, object_kind="job", object_id=job.id, kind="job.hint",
+                 tenant_id=job.tenant_id,
+                 message=f"its last output mentions a GPU or NCCL error ({hint}); that is a "
+                         "hint, not proof: no restart")
 
 
 def _jobs_hit(session: Session, node_id: str, device_index: int | None) -> list[Job]:

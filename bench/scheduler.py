@@ -7,9 +7,11 @@
 `table` runs the FGD paper's protocol (src/gpucloud/scheduling/fgd_sim.py) on the openb node list
 for each policy and pod list, prints the mean % of GPU milli allocated at 100% arrival next to
 the published numbers, and writes the allocation curves to docs/scheduler_curves.png.
-`--quick` is CI-sized: the default list, seeds 42-43. `throughput` places a seeded queue of
-workloads (shapes drawn from the default pod list) on N nodes x 8 GPUs and prints
-`placements_per_s`; gang and topology placement are not built yet, so they are not exercised.
+`--quick` is CI-sized: the default list, seeds 42-43. `throughput` runs one scheduling pass
+(`schedule()`: DRF over tenants, priority classes, gangs in topology domains, backfill and
+preemption on) over a seeded queue on N nodes x 8 GPUs and prints `placements_per_s`: singles
+drawn from the default pod list's shapes, plus gangs of multi-GPU members that must share an
+NVLink island or a leaf switch (see `bench_queue`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import random
 import statistics
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -29,12 +32,18 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
 from bench.machine import describe  # noqa: E402
-from gpucloud.scheduling.engine import Placer  # noqa: E402
 from gpucloud.scheduling.fgd_sim import RunResult, parse_seeds, run, summarise  # noqa: E402
 from gpucloud.scheduling.frag import typical  # noqa: E402
-from gpucloud.scheduling.model import Device, Node, Workload  # noqa: E402
+from gpucloud.scheduling.model import (  # noqa: E402
+    ClusterSnapshot,
+    Device,
+    Node,
+    Topology,
+    TopologyRequirement,
+    Workload,
+)
 from gpucloud.scheduling.registry import POLICIES  # noqa: E402
-from gpucloud.scheduling.state import ClusterState  # noqa: E402
+from gpucloud.scheduling.scheduler import schedule  # noqa: E402
 from gpucloud.scheduling.traces import parse_nodes, parse_pods  # noqa: E402
 
 TRACES = ROOT.parent / "shared" / "traces" / "alibaba-gpu-v2023"
@@ -131,35 +140,75 @@ def plot(results: dict[tuple[str, str], list[RunResult]], lists: list[str],
     print(f"# wrote {path}", file=sys.stderr if quiet else sys.stdout)
 
 
-def throughput(args: argparse.Namespace) -> None:
-    rng = random.Random(args.seed)
-    models = ("G2", "G2", "G2", "T4")  # a quarter of the nodes of another model
-    nodes = [Node(f"node-{i:05d}", 96_000, 393_216,
-                  tuple(Device(j, models[i % len(models)]) for j in range(8)))
-             for i in range(args.nodes)]
+GANG_START = 0.005  # chance that the next queue entry starts a gang (~2.3% of workloads)
+GANG_SIZES = (2, 4, 8)
+ISLAND, LEAF, RACK = 4, 32, 128  # nodes per NVLink island, leaf switch and rack
+
+
+def bench_nodes(count: int) -> list[Node]:
+    """``count`` nodes x 8 GPUs in islands of 4, leaf switches of 32 and racks of 128; every
+    fourth leaf switch is T4, the rest G2."""
+    return [Node(f"node-{i:05d}", 96_000, 393_216,
+                 tuple(Device(j, "T4" if (i // LEAF) % 4 == 3 else "G2") for j in range(8)),
+                 topology=Topology(f"island-{i // ISLAND}", f"leaf-{i // LEAF}",
+                                   f"rack-{i // RACK}"))
+            for i in range(count)]
+
+
+def bench_queue(size: int, seed: int) -> list[Workload]:
+    """``size`` pending workloads from 4 tenants, 10% of them in a higher priority class.
+    Singles take a random pod's shape from the default list (10% of the GPU ones limited to
+    G2); a gang takes the shape of a random multi-GPU pod for each of its 2, 4 or 8 members,
+    and half the gangs that could fit in one NVLink island (<= 32 GPUs) require one; the rest
+    may span up to a leaf switch (the scheduler's default)."""
+    rng = random.Random(seed)
     with (TRACES / "openb_pod_list_default.csv").open() as handle:
         shapes = parse_pods(handle)
-    queue = []
-    for i in range(args.queue):
+    multi = [w for w in shapes if w.gpu_count >= 2]
+    queue: list[Workload] = []
+    while len(queue) < size:
+        tenant, priority = f"tenant-{rng.randrange(4)}", int(rng.random() < 0.1)
+        if rng.random() < GANG_START:
+            members = min(rng.choice(GANG_SIZES), size - len(queue))
+            shape = rng.choice(multi)
+            require = ("nvlink_island" if members * shape.gpu_count <= 8 * ISLAND
+                       and rng.random() < 0.5 else None)
+            gang = f"gang-{len(queue)}"
+            queue += [Workload(f"{gang}-{k}", shape.cpu_milli, shape.memory_mib,
+                               shape.gpu_count, shape.gpu_milli, None, priority, tenant, gang,
+                               members, TopologyRequirement(require=require))
+                      for k in range(members)]
+            continue
         w = rng.choice(shapes)
-        queue.append(Workload(f"w{i}", w.cpu_milli, w.memory_mib, w.gpu_count, w.gpu_milli,
-                              frozenset({"G2"}) if w.gpu_count and i % 10 == 0 else None))
-    dist = typical(w.shape for w in queue)
+        models = frozenset({"G2"}) if w.gpu_count and rng.random() < 0.1 else None
+        queue.append(Workload(f"w{len(queue)}", w.cpu_milli, w.memory_mib, w.gpu_count,
+                              w.gpu_milli, models, priority, tenant))
+    return queue
+
+
+def throughput(args: argparse.Namespace) -> None:
+    snapshot = ClusterSnapshot(tuple(bench_nodes(args.nodes)))
+    queue = bench_queue(args.queue, args.seed)
     import numpy as np
 
-    state = ClusterState(nodes)
-    placer = Placer(state, POLICIES[args.policy](dist, queue, np.random.default_rng(args.seed)))
+    scorer = POLICIES[args.policy](typical(w.shape for w in queue), queue,
+                                   np.random.default_rng(args.seed))
     start = time.perf_counter()
-    placed = 0
-    for workload in queue:  # each decision looks at cached node scores, never at the queue
-        if placer.place(workload) is not None:
-            placed += 1
+    plan = schedule(snapshot, queue, scorer)  # one pass: the whole queue, one decision each
     elapsed = time.perf_counter() - start
-    out = {"nodes": args.nodes, "gpus": 8 * args.nodes, "queue": args.queue,
-           "policy": args.policy, "placed": placed, "unplaced": args.queue - placed,
+    placed = len(plan.placements)
+    gangs = {w.gang_id for w in queue if w.gang_id is not None}
+    members = {w.id for w in queue if w.gang_id is not None}
+    gpu = {n.name: len(n.devices) for n in snapshot.nodes}
+    allocated = sum(p.gpu_milli * len(p.devices) for p in plan.placements)
+    out = {"nodes": args.nodes, "gpus": sum(gpu.values()), "queue": args.queue,
+           "policy": args.policy, "placed": placed, "unplaced": len(plan.waiting),
+           "gangs": len(gangs), "gangs_placed": len(plan.gang_levels),
+           "gang_members_placed": sum(p.workload_id in members for p in plan.placements),
+           "gang_levels": dict(sorted(Counter(plan.gang_levels.values()).items())),
            "seconds": round(elapsed, 3), "placements_per_s": round(placed / elapsed),
            "decisions_per_s": round(args.queue / elapsed),
-           "gpu_allocated_pct": round(100 * state.allocated_gpu_milli / state.total_gpu_milli, 2),
+           "gpu_allocated_pct": round(100 * allocated / (1000 * sum(gpu.values())), 2),
            "machine": describe()}
     if args.json:
         print(json.dumps(out))

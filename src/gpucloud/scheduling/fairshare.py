@@ -34,18 +34,33 @@ def capacity(nodes: Sequence[Node]) -> FloatArray:
 class Shares:
     capacity: FloatArray
     weights: Mapping[str, float] = field(default_factory=dict)  # default weight 1
-    used: dict[str, FloatArray] = field(default_factory=dict)
+    used: dict[str, list[float]] = field(default_factory=dict)
+    # Plain floats and a cached share per tenant: fair_order asks for every tenant's share
+    # before each unit, and NumPy on three numbers costs more than the arithmetic.
+    _present: tuple[tuple[int, float], ...] = field(init=False, repr=False)
+    _dominant: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # A resource the cluster lacks cannot dominate.
+        self._present = tuple((i, float(c)) for i, c in enumerate(self.capacity) if c > 0)
 
     def dominant(self, tenant: str) -> float:
-        used = self.used.get(tenant)
-        if used is None:
-            return 0.0
-        present = self.capacity > 0  # a resource the cluster lacks cannot dominate
-        share = float((used[present] / self.capacity[present]).max(initial=0.0))
-        return share / self.weights.get(tenant, 1.0)
+        share = self._dominant.get(tenant)
+        if share is None:
+            used = self.used.get(tenant)
+            if used is None:
+                return 0.0
+            share = max([0.0] + [used[i] / c for i, c in self._present])
+            share /= self.weights.get(tenant, 1.0)
+            self._dominant[tenant] = share
+        return share
 
     def charge(self, tenant: str, w: Workload, sign: int = 1) -> None:
-        self.used[tenant] = self.used.get(tenant, np.zeros(3)) + sign * demand(w)
+        used = self.used.setdefault(tenant, [0.0, 0.0, 0.0])
+        used[0] += sign * w.cpu_milli
+        used[1] += sign * w.memory_mib
+        used[2] += sign * w.total_gpu_milli
+        self._dominant.pop(tenant, None)
 
 
 T = TypeVar("T")

@@ -4,21 +4,23 @@ Domains are tried from the tightest level up: one node, one NVLink island, one l
 rack, the whole cluster, stopping at the gang's allowed level. A node with an unknown domain at a
 level (empty label) forms a domain with its finer one, so unlabelled nodes never get grouped by
 accident. Within a level, domains with the least free GPU go first (best fit), keeping large
-domains whole for larger gangs. Members are claimed one by one with the scorer and all released
-if any does not fit, so a partial gang never survives.
+domains whole for larger gangs; a domain whose totals cannot cover the gang is not tried.
+Members are claimed one by one with the scorer and all released if any does not fit, so a
+partial gang never survives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from gpucloud.scheduling.engine import Placer
 from gpucloud.scheduling.filters import DEFAULT_FILTERS, Filter, feasible
-from gpucloud.scheduling.model import Node, Placement, Workload
+from gpucloud.scheduling.model import MILLI, Node, Placement, Workload
 from gpucloud.scheduling.policies import Scorer
-from gpucloud.scheduling.state import ClusterState, IntArray
+from gpucloud.scheduling.state import BoolArray, ClusterState, IntArray
 
 LEVELS = ("node", "nvlink_island", "leaf_switch", "rack", "cluster")
 LEVEL_WORDS = {"node": "node", "nvlink_island": "NVLink island", "leaf_switch": "leaf switch",
@@ -38,10 +40,20 @@ def domain_key(node: Node, level: str) -> str:
 
 
 @dataclass(frozen=True)
+class Layout:
+    """One level's domains as segments of a node permutation, for per-domain sums."""
+
+    nodes: IntArray  # node indices grouped by domain, domains in ``by_level`` order
+    starts: IntArray  # where each domain's segment begins in ``nodes``
+    fresh: BoolArray  # False where a domain holds exactly the nodes of a finer one
+
+
+@dataclass(frozen=True)
 class Domains:
     """Node indices (in ClusterState order) of every domain, per level."""
 
     by_level: dict[str, tuple[tuple[str, IntArray], ...]]
+    _layouts: dict[str, Layout] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, nodes: Sequence[Node]) -> Domains:
@@ -54,6 +66,25 @@ class Domains:
                                     for k, v in sorted(groups.items()))
         return cls(by_level)
 
+    def layout(self, level: str) -> Layout:
+        """Built on first use (passes without gangs never pay for it)."""
+        if not self._layouts:
+            spans: set[frozenset[int]] = set()
+            for lv in LEVELS:
+                domains = self.by_level[lv]
+                fresh = []
+                for _, idx in domains:
+                    span = frozenset(idx.tolist())
+                    fresh.append(span not in spans)
+                    spans.add(span)
+                sizes = np.array([idx.size for _, idx in domains], dtype=np.int64)
+                self._layouts[lv] = Layout(
+                    np.concatenate([idx for _, idx in domains]) if domains
+                    else np.zeros(0, dtype=np.int64),
+                    np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64),
+                    np.array(fresh, dtype=np.bool_))
+        return self._layouts[level]
+
 
 def allowed_levels(max_level: str) -> tuple[str, ...]:
     if max_level not in LEVELS:
@@ -61,53 +92,77 @@ def allowed_levels(max_level: str) -> tuple[str, ...]:
     return LEVELS[: LEVELS.index(max_level) + 1]
 
 
-def _room(state: ClusterState, idx: IntArray) -> tuple[int, int, int]:
-    """Free CPU, memory and healthy GPU milli of a domain: a cheap upper bound on what fits."""
-    ok = state.healthy[idx]
-    return (int(state.cpu_free[idx][ok].sum()), int(state.mem_free[idx][ok].sum()),
-            int((state.gpu_free[idx] * state.gpu_ok[idx])[ok].sum()))
+def _bounds(state: ClusterState, members: Sequence[Workload]) -> tuple[IntArray, IntArray]:
+    """Per healthy node, amounts whose sum over a domain must reach the gang's (the second
+    array) for the domain to be worth trying: free CPU, memory and GPU milli; fully free GPUs
+    (what whole-GPU members can use); and per distinct whole-GPU member shape, how many such
+    members the node could hold alone. Taking one member lowers that count by exactly one,
+    so for a gang of equal members the last test is also sufficient."""
+    whole = [w for w in members if w.gpu_count and w.gpu_milli == MILLI]
+    rows = [state.cpu_free, state.mem_free, state.gpu_free.sum(axis=1, where=state.gpu_ok),
+            state.full_free]
+    need = [sum(w.cpu_milli for w in members), sum(w.memory_mib for w in members),
+            sum(w.total_gpu_milli for w in members), sum(w.gpu_count for w in whole)]
+    counts: dict[tuple[int, int, int], int] = {}
+    for w in whole:
+        key = (w.gpu_count, w.cpu_milli, w.memory_mib)
+        counts[key] = counts.get(key, 0) + 1
+    for (gpus, cpu, mem), count in counts.items():
+        fit = state.full_free // gpus
+        if cpu:
+            fit = np.minimum(fit, np.maximum(state.cpu_free, 0) // cpu)
+        if mem:
+            fit = np.minimum(fit, np.maximum(state.mem_free, 0) // mem)
+        rows.append(fit)
+        need.append(count)
+    return np.stack(rows) * state.healthy, np.array(need, dtype=np.int64)
 
 
 def _claim_in(state: ClusterState, scorer: Scorer, members: Sequence[Workload], idx: IntArray,
-              filters: Sequence[Filter]) -> list[Placement] | None:
+              filters: Sequence[Filter], placer: Placer | None) -> list[Placement] | None:
     placed: list[Placement] = []
     for w in members:
         shape = w.shape
-        fit = idx[feasible(state, shape, idx, filters)]
-        if fit.size == 0:
+        if placer is not None:
+            choice = placer.choose_in(shape, idx)
+        else:
+            fit = idx[feasible(state, shape, idx, filters)]
+            choice = None
+            if fit.size:
+                score, device = scorer.score(state, shape, fit)
+                # Highest score; ties (and random scorers' flat scores) to the first node.
+                k = int(np.flatnonzero(score == score.max())[0])
+                choice = int(fit[k]), int(device[k])
+        if choice is None:
             for p in reversed(placed):
                 state.release(p)
             return None
-        score, device = scorer.score(state, shape, fit)
-        # Highest score; ties (and random scorers' flat scores) to the first node in order.
-        k = int(np.flatnonzero(score == score.max())[0])
-        node = int(fit[k])
-        placed.append(state.claim(node, w, state.choose_devices(node, shape, int(device[k]))))
+        node, dev = choice
+        placed.append(state.claim(node, w, state.choose_devices(node, shape, dev)))
     return placed
 
 
 def place_gang(state: ClusterState, scorer: Scorer, members: Sequence[Workload],
-               domains: Domains, max_level: str,
-               filters: Sequence[Filter] = DEFAULT_FILTERS) -> tuple[list[Placement], str] | None:
+               domains: Domains, max_level: str, filters: Sequence[Filter] = DEFAULT_FILTERS,
+               placer: Placer | None = None) -> tuple[list[Placement], str] | None:
     """Claim every member inside one domain of the tightest level that takes them all, and
-    return the placements with that level; None (and nothing claimed) if no domain does."""
+    return the placements with that level; None (and nothing claimed) if no domain does.
+    ``placer`` (on ``state``, with ``scorer`` and ``filters``) makes member choices from its
+    score caches; the choices are the same."""
     # Largest members first: they are the hardest to fit once the small ones are down.
     ordered = sorted(members, key=lambda w: (-w.total_gpu_milli, -w.cpu_milli, w.id))
-    need = (sum(w.cpu_milli for w in members), sum(w.memory_mib for w in members),
-            sum(w.total_gpu_milli for w in members))
-    tried: set[frozenset[int]] = set()
+    rooms, need = _bounds(state, members)
     for level in allowed_levels(max_level):
-        candidates = []
-        for key, idx in domains.by_level[level]:
-            span = frozenset(idx.tolist())
-            if span in tried:  # same nodes as a finer domain already tried
-                continue
-            tried.add(span)
-            room = _room(state, idx)
-            if all(r >= n for r, n in zip(room, need, strict=True)):
-                candidates.append((room[2], key, idx))
-        for _, _, idx in sorted(candidates, key=lambda c: (c[0], c[1])):
-            placed = _claim_in(state, scorer, ordered, idx, filters)
+        layout = domains.layout(level)
+        if not layout.fresh.any():
+            continue
+        room = np.add.reduceat(rooms[:, layout.nodes], layout.starts, axis=1)
+        fits = layout.fresh & (room >= need[:, None]).all(axis=0)
+        candidates = np.flatnonzero(fits)
+        # Fullest first (least free GPU milli), then by domain name (their order here).
+        for d in candidates[np.argsort(room[2, candidates], kind="stable")]:
+            placed = _claim_in(state, scorer, ordered, domains.by_level[level][d][1], filters,
+                               placer)
             if placed is not None:
                 return placed, level
     return None

@@ -15,21 +15,13 @@ from typing import Protocol
 
 import numpy as np
 
-from gpucloud.scheduling.frag import (
-    Compiled,
-    Distribution,
-    FloatArray,
-    cpu_per_gpu_milli,
-    stranded_milli,
-    usable_after_fraction,
-    usable_after_whole,
-    usable_milli,
-)
+from gpucloud.scheduling.frag import Compiled, Distribution, FloatArray
+from gpucloud.scheduling.frag_column import Plan, column, fraction_device
+from gpucloud.scheduling.frag_tables import UNFIT, FragTables, Keys
 from gpucloud.scheduling.model import MILLI, Shape, kind_of
 from gpucloud.scheduling.state import ClusterState, IntArray
 
 MAX_CPU, MAX_GPU = 128_000, 8 * MILLI  # the FGD simulator's normalisation constants
-UNFIT = 1e12  # growth of a device that cannot take the fraction (finite: keeps arithmetic NaN-free)
 
 
 class Scorer(Protocol):
@@ -148,29 +140,55 @@ class ClusteringScorer:
 
 
 class _FragBase:
-    """Shared machinery: growth of expected fragmentation for every candidate placement."""
+    """Shared machinery: growth of expected fragmentation for every candidate placement,
+    scored for many nodes and shapes at once (``score_block``; ``column``: one node, every
+    shape); ``score`` is one shape.
+
+    ``centre`` (milli of growth per milli requested) and ``strand`` (weight of the growth of
+    CPU-stranded GPU) are 0 for FGD itself."""
+
+    centre = 0.0
+    strand = 0.0
 
     def __init__(self, dist: Distribution) -> None:
         self.dist = dist
         # Keyed by a weak reference, not id(): a new state may reuse a collected one's id.
         self._compiled: tuple[weakref.ref[ClusterState], Compiled] | None = None
+        self._tables: tuple[weakref.ref[ClusterState], FragTables] | None = None
 
     def compiled(self, state: ClusterState) -> Compiled:
         if self._compiled is None or self._compiled[0]() is not state:
             self._compiled = (weakref.ref(state), Compiled.build(self.dist, state))
         return self._compiled[1]
 
+    def tables(self, state: ClusterState) -> FragTables:
+        if self._tables is None or self._tables[0]() is not state:
+            self._tables = (weakref.ref(state), FragTables(self.compiled(state), state))
+        return self._tables[1]
+
     def growth(self, state: ClusterState, shape: Shape,
                idx: IntArray) -> tuple[FloatArray, IntArray | None]:
         """Fragmentation growth per node (for fractions: per node and device, (n, D))."""
-        dist = self.compiled(state)
-        before = usable_milli(state, dist, idx)
-        if shape.is_fractional:
-            after, fits = usable_after_fraction(state, dist, idx, shape)
-            growth = before[:, None] - after - shape.gpu_milli
-            return np.where(fits, growth, UNFIT), None
-        after = usable_after_whole(state, dist, idx, shape)
-        return before - after - shape.total_gpu_milli, _no_device(idx.size)
+        return self.tables(state).growth(state, shape, idx)
+
+    def score_block(self, state: ClusterState, idx: IntArray,
+                    keys: Keys) -> tuple[FloatArray, IntArray]:
+        return self.tables(state).score_block(state, idx, keys, self.centre, self.strand)
+
+    def plan(self, state: ClusterState, keys: Keys) -> Plan:
+        return Plan.build(self.tables(state), keys, self.centre, self.strand)
+
+    def column(self, state: ClusterState, node: int, plan: Plan) -> FloatArray:
+        return column(self.tables(state), state, node, plan)
+
+    def fraction_device(self, state: ClusterState, node: int, shape: Shape) -> int:
+        return fraction_device(self.tables(state), state, node, shape, self.centre,
+                               self.strand)
+
+    def score(self, state: ClusterState, shape: Shape,
+              idx: IntArray) -> tuple[FloatArray, IntArray]:
+        score, device = self.score_block(state, idx, self.tables(state).keys(state, shape))
+        return score[:, 0], device[:, 0]
 
 
 class FgdScorer(_FragBase):
@@ -178,17 +196,6 @@ class FgdScorer(_FragBase):
 
     name = "fgd"
     random = False
-
-    def score(self, state: ClusterState, shape: Shape,
-              idx: IntArray) -> tuple[FloatArray, IntArray]:
-        growth, device = self.growth(state, shape, idx)
-        with np.errstate(over="ignore"):
-            score = np.floor(100.0 / (1.0 + np.exp(growth / 1000.0)))
-        if device is None:
-            score = np.where(growth >= UNFIT, -1.0, score)  # never pick a device that is full
-            best = np.argmax(score, axis=1)  # first device among equals, as FGD does
-            return score[np.arange(idx.size), best], np.asarray(best, dtype=np.int64)
-        return score, device
 
 
 class FragAwareScorer(_FragBase):
@@ -217,7 +224,6 @@ class FragAwareScorer(_FragBase):
                  centre: float = 2.0, strand: float = 1.0) -> None:
         super().__init__(dist)
         self.consolidate, self.centre, self.strand = consolidate, centre, strand
-        self._ratio: tuple[weakref.ref[ClusterState], FloatArray] | None = None
 
     def node_bias(self, rank: IntArray) -> FloatArray:
         """Score points taken off each node: 0 for the first in the tie order, up to
@@ -229,29 +235,10 @@ class FragAwareScorer(_FragBase):
         growth, device = super().growth(state, shape, idx)
         if not self.strand:
             return growth, device
-        if self._ratio is None or self._ratio[0]() is not state:
-            self._ratio = (weakref.ref(state), cpu_per_gpu_milli(self.compiled(state)))
-        ratio = self._ratio[1][state.gpu_model[idx, 0]]  # the node's (first device's) model
-        gpu = (state.gpu_free[idx] * state.gpu_ok[idx]).sum(axis=1).astype(np.float64)
-        cpu = state.cpu_free[idx].astype(np.float64)
-        extra = self.strand * (
-            stranded_milli(gpu - shape.total_gpu_milli, cpu - shape.cpu_milli, ratio)
-            - stranded_milli(gpu, cpu, ratio))
+        extra = self.strand * self.tables(state).stranding_growth(state, shape, idx)
         if device is None:  # fractions: (n, D), the node's term on every device that fits
             return np.where(growth >= UNFIT, growth, growth + extra[:, None]), None
         return growth + extra, device
-
-    def score(self, state: ClusterState, shape: Shape,
-              idx: IntArray) -> tuple[FloatArray, IntArray]:
-        growth, device = self.growth(state, shape, idx)
-        with np.errstate(over="ignore"):
-            score = np.floor(100.0 / (1.0 + np.exp(
-                (growth + self.centre * shape.total_gpu_milli) / 1000.0)))
-        if device is None:
-            score = np.where(growth >= UNFIT, -1.0, score)
-            best = np.argmax(score, axis=1)
-            return score[np.arange(idx.size), best], np.asarray(best, dtype=np.int64)
-        return score, device
 
 
 Factory = Callable[[Distribution, np.random.Generator], Scorer]

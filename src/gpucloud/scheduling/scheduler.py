@@ -96,6 +96,9 @@ class _Pass:
         self.ledger = (None if config.quotas is None
                        else QuotaLedger(config.quotas, borrowing=config.borrowing))
         self.live = list(running)  # everything holding resources, with its remaining time
+        # How many of them have a known end: with none, no reservation can be computed, and a
+        # blocked unit skips the search over the live list.
+        self.timed = sum(r.remaining_s is not None for r in running)
         self.preemptible = list(running)  # only what ran before this pass
         for r in running:
             self._charge(r.workload, 1)
@@ -134,7 +137,7 @@ class _Pass:
             p = self.placer.place(members[0])
             return None if p is None else [p]
         got = place_gang(self.state, self.scorer, members, self.domains, self._level(members),
-                         self.config.filters)
+                         self.config.filters, self.placer)
         if got is None:
             return None
         placed, level = got
@@ -143,7 +146,9 @@ class _Pass:
 
     def _commit(self, members: Members, placed: list[Placement]) -> None:
         self.placements += placed
-        self.live += _as_running(members, placed)
+        started = _as_running(members, placed)
+        self.live += started
+        self.timed += sum(r.remaining_s is not None for r in started)
         for w in members:
             self._charge(w, 1)
 
@@ -203,6 +208,7 @@ class _Pass:
                 self.config.unknown_loss_s if lost is None else lost,
                 f"preempted for {w.id}, which {why}"))
         self.live = live
+        self.timed -= sum(v.remaining_s is not None for v in choice.victims)
         self.preemptible = [r for r in self.preemptible if r.workload.id not in gone]
         self._commit((w,), [self.state.claim(choice.node, w, p.devices)])
         return None
@@ -216,6 +222,8 @@ class _Pass:
                 f"fits in no single {where} now")
 
     def _reserve(self, members: Members) -> str:
+        if not self.timed:
+            return ""
         fits = self._fits(members)
         start = shadow_time(self.state, self.live, fits)
         if start is None:
@@ -237,7 +245,8 @@ class _Pass:
             return
         placed = self._place(members)
         if placed is not None:
-            if self._keeps_reservation(self.state, [*self.live, *_as_running(members, placed)]):
+            if self.reservation is None or self._keeps_reservation(
+                    self.state, [*self.live, *_as_running(members, placed)]):
                 self._commit(members, placed)
                 return
             for p in placed:

@@ -1,8 +1,9 @@
 """Mutable free-capacity index used while a plan or a simulation is built.
 
 Per-node free vectors live in NumPy arrays so that a scorer can look at every node in one
-vectorised expression. Each node carries a version number bumped on every change, which lets
-callers cache per-shape node scores and recompute only the nodes that changed.
+vectorised expression. Each node carries a version number bumped on every change, and the state
+logs which node each change touched, which lets callers cache per-shape node scores and
+recompute only the nodes that changed.
 """
 
 from __future__ import annotations
@@ -57,10 +58,20 @@ class ClusterState:
                 self.gpu_ok[i, j] = d.healthy
         self.version = np.zeros(n_nodes, dtype=np.int64)
         self.changes = 0  # claims and releases so far: a cheap "has anything changed" check
+        self.changed: list[int] = []  # the node of every claim and release, in order
         self._masks: dict[frozenset[str] | None, BoolArray] = {}
         self.kinds = np.zeros((n_nodes, KINDS), dtype=np.int64)  # placed requests per kind
         self.total_gpu_milli = int(self.gpu_count.sum()) * MILLI
         self.allocated_gpu_milli = self.total_gpu_milli - int(self.gpu_free.sum())
+        # Per-node summaries over healthy devices, kept current by claim and release: filters
+        # on clusters whose nodes each have one GPU model read them instead of every device.
+        present = np.arange(self.width) < self.gpu_count[:, None]
+        self.uniform = bool(((self.gpu_model == self.gpu_model[:, :1]) | ~present).all())
+        self.any_ok = self.gpu_ok.any(axis=1)
+        self.full_free = np.zeros(n_nodes, dtype=np.int64)  # fully free healthy devices
+        self.max_free = np.zeros(n_nodes, dtype=np.int64)  # most free milli on one
+        for i in range(n_nodes):
+            self._summarise(i)
 
     @classmethod
     def from_snapshot(cls, snapshot: ClusterSnapshot) -> ClusterState:
@@ -86,26 +97,32 @@ class ClusterState:
 
     def usable(self, shape: Shape, idx: IntArray | slice = slice(None)) -> BoolArray:
         """Devices a shape may use (right model, present, healthy), for the nodes in ``idx``."""
+        if shape.gpu_models is None:  # any model: padding slots are never ok
+            return self.gpu_ok[idx]
         return self.model_mask(shape.gpu_models)[self.gpu_model[idx]] & self.gpu_ok[idx]
 
     def choose_devices(self, node: int, shape: Shape, device: int = -1) -> tuple[int, ...]:
         """Devices for ``shape`` on ``node``: the given device for a fraction, else the first
-        fully free usable devices in index order."""
+        fully free usable devices in index order (plain Python: one node's few devices)."""
         if shape.gpu_count == 0:
             return ()
         if shape.is_fractional and device >= 0:
             return (device,)
-        usable = self.usable(shape, np.array([node]))[0]
+        allowed = self.model_mask(shape.gpu_models)
+        usable = [j for j, (ok, code) in enumerate(zip(self.gpu_ok[node].tolist(),
+                                                       self.gpu_model[node].tolist(),
+                                                       strict=True)) if ok and allowed[code]]
+        free = self.gpu_free[node].tolist()
         if shape.is_fractional:
-            fits = np.flatnonzero(usable & (self.gpu_free[node] >= shape.gpu_milli))
-            if fits.size == 0:
+            fits = [j for j in usable if free[j] >= shape.gpu_milli]
+            if not fits:
                 raise ValueError(f"{shape} does not fit on {self.names[node]}")
-            # Best fit: the device with the least free milli that still fits.
-            return (int(fits[np.argmin(self.gpu_free[node, fits])]),)
-        whole = np.flatnonzero(usable & (self.gpu_free[node] == MILLI))[: shape.gpu_count]
-        if whole.size < shape.gpu_count:
+            # Best fit: the device with the least free milli that still fits (first of equals).
+            return (min(fits, key=lambda j: free[j]),)
+        whole = [j for j in usable if free[j] == MILLI][: shape.gpu_count]
+        if len(whole) < shape.gpu_count:
             raise ValueError(f"{shape} does not fit on {self.names[node]}")
-        return tuple(int(j) for j in whole)
+        return tuple(whole)
 
     def claim(self, node: int, workload: Workload, devices: tuple[int, ...]) -> Placement:
         """Take the workload's resources on ``node``; refuses anything that would over-commit."""
@@ -125,8 +142,7 @@ class ClusterState:
             self.gpu_free[node, j] -= shape.gpu_milli
         self.allocated_gpu_milli += shape.total_gpu_milli
         self.kinds[node, kind_of(shape)] += 1
-        self.version[node] += 1
-        self.changes += 1
+        self._changed(node)
         return Placement(workload.id, self.names[node], devices, shape.gpu_milli,
                          shape.cpu_milli, shape.memory_mib)
 
@@ -141,5 +157,16 @@ class ClusterState:
         shape = Shape(placement.cpu_milli, placement.memory_mib, count,
                       placement.gpu_milli if count else 0)
         self.kinds[node, kind_of(shape)] -= 1
+        self._changed(node)
+
+    def _summarise(self, node: int) -> None:
+        free = [v for v, ok in zip(self.gpu_free[node].tolist(), self.gpu_ok[node].tolist(),
+                                   strict=True) if ok]
+        self.full_free[node] = free.count(MILLI)
+        self.max_free[node] = max(free, default=0)
+
+    def _changed(self, node: int) -> None:
+        self._summarise(node)
         self.version[node] += 1
         self.changes += 1
+        self.changed.append(node)

@@ -1,0 +1,197 @@
+"""Scores of every shape seen so far on every node, shared by nodes in the same state.
+
+For a scorer that scores a node from the node's own state (FGD and ``fragaware``), nodes whose
+CPU, device model and free milli per healthy device are equal have equal scores for every
+shape. Each such state gets an id; its scores for all shapes (memory aside: no scorer reads
+it) are computed once, in one vectorised pass (``column``), when a node first enters it: about
+half of all placements lead to a state some node has been in before.
+
+Per shape and memory size, a row by tie position holds each node's score plus its bias, or
+-inf where the node cannot take it, so a decision is one ``argmax``. A row is brought up to
+date only when its shape is decided, from the state's change log (the nodes changed since).
+
+States are keyed by exact free milli, not sorted: a fraction's device is an index into the
+node's devices. Nodes with devices of several models get a state of their own per change.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from gpucloud.scheduling.frag import FloatArray
+from gpucloud.scheduling.frag_column import Plan
+from gpucloud.scheduling.frag_tables import Keys
+from gpucloud.scheduling.model import Shape
+from gpucloud.scheduling.state import ClusterState, IntArray
+
+Key = tuple[int, int, int, frozenset[str] | None]  # a shape without memory
+RowKey = tuple[int, int, int, frozenset[str] | None, int]  # ... and its memory
+_UNIQUE_AT = 32  # logged changes from which repeated nodes are dropped before a row update
+
+
+class BlockScorer(Protocol):
+    def score_block(self, state: ClusterState, idx: IntArray,
+                    keys: Keys) -> tuple[FloatArray, IntArray]: ...
+
+    def plan(self, state: ClusterState, keys: Keys) -> Plan: ...
+
+    def column(self, state: ClusterState, node: int, plan: Plan) -> FloatArray: ...
+
+    def fraction_device(self, state: ClusterState, node: int, shape: Shape) -> int: ...
+
+
+A = TypeVar("A", bound=npt.NDArray[np.generic])
+
+
+def _grow(a: A, rows: int, cols: int, fill: float) -> A:
+    out: A = np.full((rows, cols), fill, dtype=a.dtype)  # type: ignore[assignment]
+    out[: a.shape[0], : a.shape[1]] = a
+    return out
+
+
+class ScoreMatrix:
+    def __init__(self, state: ClusterState, scorer: BlockScorer, order: IntArray,
+                 bias: FloatArray | None) -> None:
+        self.state, self.scorer, self.order = state, scorer, order
+        n = len(state)
+        self.pos = np.empty(n, dtype=np.int64)
+        self.pos[order] = np.arange(n, dtype=np.int64)
+        self.bias = np.zeros(n) if bias is None else bias  # by node
+        present = np.arange(state.width) < state.gpu_count[:, None]
+        uniform = ((state.gpu_model == state.gpu_model[:, :1]) | ~present).all(axis=1)
+        self._model = [int(m) if u else -1 for m, u in zip(state.gpu_model[:, 0].tolist(),
+                                                           uniform.tolist(), strict=True)]
+        all_ok = np.asarray((state.gpu_ok | ~present).all(axis=1), dtype=np.bool_)
+        self._all_ok: list[bool] = all_ok.tolist()
+        self.shapes: list[Shape] = []  # scored shapes (memory 0), by key index
+        self.index: dict[Key, int] = {}
+        self.keys = Keys.build([], state)
+        self.plan = scorer.plan(state, self.keys)
+        self._ids: dict[tuple[int, ...], int] = {}
+        self.known = np.zeros(64, dtype=np.int64)  # per state: scores known for keys < this
+        self.score = np.full((64, 8), -1, dtype=np.int8)  # [state, key]
+        self.sid = np.array([self._id(i) for i in range(n)], dtype=np.int64)
+        self.seen = len(state.changed)
+        self.rows_of: dict[RowKey, int] = {}
+        self.row_key: list[int] = []
+        self.row_memory: list[int] = []
+        self.row_seen: list[int] = []  # change-log length each row is current to
+        self.rows = np.full((8, n), -np.inf)  # [row, tie position]
+
+    def _id(self, node: int) -> int:
+        st = self.state
+        free = st.gpu_free[node].tolist()
+        if not self._all_ok[node]:
+            free = [v if ok else 0 for v, ok in zip(free, st.gpu_ok[node].tolist(), strict=True)]
+        model = self._model[node]
+        key = (model, int(st.cpu_free[node]), *free) if model >= 0 else (
+            -1, node, int(st.version[node]))  # mixed models: shared with no other node
+        sid = self._ids.get(key)
+        if sid is None:
+            sid = self._ids[key] = len(self._ids)
+            if sid >= self.known.size:
+                self.known = np.concatenate((self.known, np.zeros_like(self.known)))
+                self.score = _grow(self.score, self.known.size, self.score.shape[1], -1)
+        return sid
+
+    def _fill_states(self, nodes: IntArray, keys: Keys, first: int) -> None:
+        """Scores of ``keys`` (key indices ``first``...) for the states of ``nodes``."""
+        sids, at = np.unique(self.sid[nodes], return_index=True)
+        last = first + len(keys.shapes)
+        if sids.size <= 4 and len(keys.shapes) > 1:  # a few new states: one column each
+            for sid, node in zip(sids.tolist(), nodes[at].tolist(), strict=True):
+                self.score[sid, first:last] = self.scorer.column(self.state, node, self.plan)
+        else:
+            self.score[sids, first:last] = self.scorer.score_block(self.state, nodes[at],
+                                                                   keys)[0]
+        self.known[sids] = last
+
+    def sync(self) -> None:
+        """Take in the states of the nodes changed since the last call."""
+        log = self.state.changed
+        if self.seen == len(log):
+            return
+        changed = log[self.seen:]
+        self.seen = len(log)
+        nodes = sorted(set(changed)) if len(changed) > 1 else changed
+        stale = []
+        for i in nodes:
+            sid = self.sid[i] = self._id(i)
+            if self.known[sid] < len(self.shapes):
+                stale.append(i)
+        if stale:
+            self._fill_states(np.array(stale, dtype=np.int64), self.keys, 0)
+
+    def key(self, shape: Shape) -> int:
+        """The scores of ``shape`` (memory aside), on every node's state when first seen."""
+        key = (shape.cpu_milli, shape.gpu_count, shape.gpu_milli, shape.gpu_models)
+        k = self.index.get(key)
+        if k is not None:
+            return k
+        k = self.index[key] = len(self.shapes)
+        self.shapes.append(Shape(shape.cpu_milli, 0, shape.gpu_count, shape.gpu_milli,
+                                 shape.gpu_models))
+        self.keys = Keys.build(self.shapes, self.state)
+        self.plan = self.scorer.plan(self.state, self.keys)
+        if k >= self.score.shape[1]:
+            self.score = _grow(self.score, self.score.shape[0], 2 * k, -1)
+        # Every state a node is in now knows keys < k (sync keeps them complete).
+        everyone = np.arange(len(self.state), dtype=np.int64)
+        self._fill_states(everyone, Keys.build([self.shapes[k]], self.state), k)
+        return k
+
+    def _write(self, r: int, nodes: IntArray) -> None:
+        st = self.state
+        score = self.score[self.sid[nodes], self.row_key[r]].astype(np.float64)
+        ok = (score >= 0) & st.healthy[nodes] & (st.mem_free[nodes] >= self.row_memory[r])
+        self.rows[r, self.pos[nodes]] = np.where(ok, score + self.bias[nodes], -np.inf)
+
+    def row(self, shape: Shape) -> int:
+        """The row of ``shape``, current: its scores where its memory fits."""
+        key = (shape.cpu_milli, shape.gpu_count, shape.gpu_milli, shape.gpu_models,
+               shape.memory_mib)
+        r = self.rows_of.get(key)
+        log = self.state.changed
+        if r is None:
+            r = self.rows_of[key] = len(self.row_key)
+            self.row_key.append(self.key(shape))
+            self.row_memory.append(shape.memory_mib)
+            self.row_seen.append(len(log))
+            if r >= self.rows.shape[0]:
+                self.rows = _grow(self.rows, 2 * r, self.rows.shape[1], -np.inf)
+            self._write(r, np.arange(len(self.state), dtype=np.int64))
+        elif self.row_seen[r] < len(log):
+            nodes = np.array(log[self.row_seen[r]:], dtype=np.int64)
+            self.row_seen[r] = len(log)
+            self._write(r, np.unique(nodes) if nodes.size >= _UNIQUE_AT else nodes)
+        return r
+
+    def choose(self, shape: Shape) -> tuple[int, int] | None:
+        """(node, device) of the best node for ``shape``, or None if none can take it."""
+        self.sync()
+        r = self.row(shape)  # may grow self.rows: index it after
+        row = self.rows[r]
+        p = int(row.argmax())
+        if row[p] == -np.inf:
+            return None
+        return self._with_device(int(self.order[p]), shape)
+
+    def _with_device(self, node: int, shape: Shape) -> tuple[int, int]:
+        if not shape.is_fractional:
+            return node, -1
+        return node, self.scorer.fraction_device(self.state, node, shape)
+
+    def choose_in(self, shape: Shape, idx: IntArray) -> tuple[int, int] | None:
+        """Best of the nodes ``idx`` by the scorer's own score (no bias), ties to the first
+        in ``idx``: how a gang member picks its node within a domain."""
+        self.sync()
+        k = self.key(shape)
+        st = self.state
+        score = self.score[self.sid[idx], k]
+        ok = (score >= 0) & st.healthy[idx] & (st.mem_free[idx] >= shape.memory_mib)
+        if not ok.any():
+            return None
+        return self._with_device(int(idx[int(np.where(ok, score, -2).argmax())]), shape)

@@ -52,7 +52,17 @@ def _local_engine(settings: Settings) -> BuiltEngine:
     return BuiltEngine(engine, note)
 
 
-ENGINES: dict[str, Callable[[Settings], BuiltEngine]] = {"local": _local_engine}
+def _slurm_engine(settings: Settings) -> BuiltEngine:
+    from gpucloud.engines.slurm.factory import build as build_slurm
+
+    built = build_slurm(settings)
+    return BuiltEngine(built.engine, built.note)
+
+
+ENGINES: dict[str, Callable[[Settings], BuiltEngine]] = {
+    "local": _local_engine,
+    "slurm": _slurm_engine,
+}
 
 
 @dataclass

@@ -23,11 +23,24 @@ class Settings:
     simulate_gpus: str | None = None
     database_url: str | None = None  # default: SQLite in data_dir
     stop_grace_s: float = 10.0
+    # --engine slurm (see docs/slurm.md): the CLI with a slurm.conf, or slurmrestd.
+    slurm_conf: Path | None = None  # default: $SLURM_CONF, else /etc/slurm/slurm.conf
+    slurm_api: str | None = None  # "cli" or "rest"; default: the CLI where it is installed
+    slurm_rest_url: str | None = None
+    slurm_rest_token: str | None = None
+    slurm_rest_user: str | None = None  # default: the control plane's user
+    slurm_partition: str | None = None  # default: every node Slurm reports
+    slurm_gpu_model: str | None = None  # the catalog model of untyped GRES ("gpu:8")
+    slurm_shared_dir: Path | None = None  # on a file system every node sees; default data_dir/slurm
 
     @property
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def slurm_dir(self) -> Path:
+        return self.slurm_shared_dir or self.data_dir / "slurm"
 
     @property
     def token_file(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import signal
 import socket
 import threading
@@ -108,8 +109,44 @@ def up(
     stop_grace_s: Annotated[
         float, typer.Option(help="Seconds between SIGTERM and SIGKILL when stopping a job.")
     ] = 10.0,
+    slurm_conf: Annotated[
+        Path | None,
+        typer.Option(help="--engine slurm: the slurm.conf (default: $SLURM_CONF).",
+                     rich_help_panel="Slurm"),
+    ] = None,
+    slurm_api: Annotated[
+        str | None,
+        typer.Option(help="--engine slurm: 'cli' (sbatch, squeue...) or 'rest' (slurmrestd); "
+                          "default: the CLI where it is installed, else rest.",
+                     rich_help_panel="Slurm"),
+    ] = None,
+    slurm_rest_url: Annotated[
+        str | None,
+        typer.Option(envvar="SLURMRESTD_URL", help="slurmrestd's URL (its JWT: set "
+                     "SLURMRESTD_TOKEN).", rich_help_panel="Slurm"),
+    ] = None,
+    slurm_rest_user: Annotated[
+        str | None,
+        typer.Option(help="The user slurmrestd's token belongs to (default: yours).",
+                     rich_help_panel="Slurm"),
+    ] = None,
+    slurm_partition: Annotated[
+        str | None,
+        typer.Option(help="Use only this partition's nodes (default: all).",
+                     rich_help_panel="Slurm"),
+    ] = None,
+    slurm_gpu_model: Annotated[
+        str | None,
+        typer.Option(help="The GPU model of untyped GRES (gpu:8), e.g. H100.",
+                     rich_help_panel="Slurm"),
+    ] = None,
+    slurm_shared_dir: Annotated[
+        Path | None,
+        typer.Option(help="Run files and checkpoints, on a file system every Slurm node sees "
+                          "(default: DATA_DIR/slurm).", rich_help_panel="Slurm"),
+    ] = None,
 ) -> None:
-    """Run the control plane (API, scheduler, local engine) in the foreground."""
+    """Run the control plane (API, scheduler, engine) in the foreground."""
     from gpucloud import server
 
     if simulate_gpus is not None:
@@ -120,6 +157,9 @@ def up(
             if not message.startswith("--simulate-gpus"):
                 message = f"--simulate-gpus {simulate_gpus!r}: {message}"
             raise InputError(message) from err
+    if simulate_gpus is not None and engine != "local":
+        raise InputError(f"--simulate-gpus is for the local engine; --engine {engine} reports "
+                         "its own nodes")
     if stop_grace_s < 0:
         raise InputError(f"--stop-grace-s must be zero or more, got {stop_grace_s:g}")
     check_port_free(host, port)
@@ -131,6 +171,15 @@ def up(
         simulate_gpus=simulate_gpus,
         database_url=database_url,
         stop_grace_s=stop_grace_s,
+        slurm_conf=slurm_conf.expanduser().resolve() if slurm_conf else None,
+        slurm_api=slurm_api,
+        slurm_rest_url=slurm_rest_url,
+        # A token is a secret: from the environment only, never a flag others can see in ps.
+        slurm_rest_token=os.environ.get("SLURMRESTD_TOKEN") or None,
+        slurm_rest_user=slurm_rest_user,
+        slurm_partition=slurm_partition,
+        slurm_gpu_model=slurm_gpu_model,
+        slurm_shared_dir=slurm_shared_dir.expanduser().resolve() if slurm_shared_dir else None,
     )
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -147,9 +196,12 @@ def _build(settings: Settings) -> ControlPlane:
     from sqlalchemy.exc import SQLAlchemyError
 
     from gpucloud import server
+    from gpucloud.core.errors import EngineError
 
     try:
         return server.build(settings)
+    except EngineError as err:
+        raise CliError(f"--engine {settings.engine}: {err}") from err
     except SQLAlchemyError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CliError(f"cannot open the database {database_label(settings)}: {first}") from err

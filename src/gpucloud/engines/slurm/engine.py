@@ -1,0 +1,384 @@
+"""The Slurm engine: gpucloud places, Slurm executes. One launch is one Slurm batch job.
+
+The ref of a launch is its launch id (rank 0's allocation id), as on the local engine; the Slurm
+job id is found in the run directory (``runs/<launch>/slurm_job_id``) or, after a crash between
+sbatch and that write, by the job's name (``gpucloud-<launch>``). So launching the same launch
+again finds its job and never submits a second one, and a restarted control plane re-adopts
+every job it had. Status is one job listing per poll for all refs (cached for
+``snapshot_max_age_s``, shared by log followers), plus the run directories of the jobs Slurm
+says have ended or no longer knows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpucloud.core.errors import EngineError
+from gpucloud.engines.base import (
+    BurnInResult,
+    EngineRef,
+    FaultSignal,
+    LaunchSpec,
+    NodeReport,
+    RunPhase,
+    RunStatus,
+)
+from gpucloud.engines.slurm.api import SlurmApi, SlurmUnavailable
+from gpucloud.engines.slurm.cli import command_env
+from gpucloud.engines.slurm.parse import (
+    SlurmJob,
+    node_gpus,
+    node_report,
+    parse_job,
+    parse_node,
+)
+from gpucloud.engines.slurm.rundir import RunDirs, safe_id, write_atomic
+from gpucloud.engines.slurm.script import launch_of, render
+from gpucloud.engines.slurm.status import RunFiles, is_terminal, run_status
+
+log = logging.getLogger("gpucloud.engines.slurm")
+
+_CHUNK = 64 * 1024
+_LOG_POLL_S = 0.2
+_FINAL_MEMO = 20_000  # ended runs remembered in memory (their status never changes)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    taken_at: float
+    by_id: Mapping[int, SlurmJob]
+    by_launch: Mapping[str, SlurmJob]  # gpucloud's jobs, by the launch id in their name
+
+
+def snapshot_of(raw_jobs: Sequence[Mapping[str, object]], taken_at: float) -> Snapshot:
+    by_id: dict[int, SlurmJob] = {}
+    by_launch: dict[str, SlurmJob] = {}
+    for raw in raw_jobs:
+        job = parse_job(raw)
+        by_id[job.job_id] = job
+        launch = launch_of(job.name)
+        if launch is not None:
+            known = by_launch.get(launch)
+            # Two jobs for one launch would be a bug; prefer one that is not over.
+            if known is None or (is_terminal(known) and not is_terminal(job)):
+                by_launch[launch] = job
+    return Snapshot(taken_at, by_id, by_launch)
+
+
+class SlurmEngine:
+    """See the module docstring; ``rundir`` documents the files."""
+
+    name = "slurm"
+
+    def __init__(
+        self,
+        api: SlurmApi,
+        shared_dir: Path,
+        *,
+        partition: str | None = None,
+        default_gpu_model: str | None = None,
+        time_margin_s: int = 300,
+        snapshot_max_age_s: float = 0.5,
+        unavailable_grace_s: float = 60.0,
+        job_env: Mapping[str, str] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.api = api
+        self.dirs = RunDirs(shared_dir)
+        self.partition = partition
+        self.default_gpu_model = default_gpu_model
+        self.time_margin_s = time_margin_s
+        self.snapshot_max_age_s = snapshot_max_age_s
+        self.unavailable_grace_s = unavailable_grace_s
+        # What sbatch exports to the job besides the replica's own variables.
+        self.job_env = dict(job_env) if job_env is not None else command_env(None)
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._job_ids: dict[str, int] = {}
+        self._final: OrderedDict[str, RunStatus] = OrderedDict()
+        self._last: dict[str, RunStatus] = {}
+        self._gres: dict[str, tuple[str | None, ...]] = {}
+        self._nodes: list[NodeReport] = []
+        self._nodes_at: float | None = None
+        self._warned_unavailable = False
+
+    # -- nodes ---------------------------------------------------------------------------------
+
+    def nodes(self) -> list[NodeReport]:
+        """Slurm's nodes (of the partition, if one is set). While slurmctld does not answer,
+        the last reports stand for ``unavailable_grace_s``, then the error goes up."""
+        try:
+            raw = self.api.nodes()
+        except SlurmUnavailable as err:
+            with self._lock:
+                age = None if self._nodes_at is None else self._monotonic() - self._nodes_at
+                if age is not None and age < self.unavailable_grace_s:
+                    self._warn(f"nodes: {err}; using the reports of {age:.0f}s ago")
+                    return list(self._nodes)
+            raise
+        parsed = [parse_node(r) for r in raw]
+        if self.partition is not None:
+            parsed = [n for n in parsed if self.partition in n.partitions]
+        reports = [node_report(n, self.default_gpu_model) for n in parsed]
+        with self._lock:
+            self._gres = {n.name: node_gpus(n).types for n in parsed}
+            self._nodes, self._nodes_at = reports, self._monotonic()
+            self._warned_unavailable = False
+        return reports
+
+    def drain(self, node_id: str, reason: str) -> None:
+        self.api.update_node(node_id, "drain", reason)
+
+    def resume(self, node_id: str) -> None:
+        try:
+            self.api.update_node(node_id, "resume")
+        except SlurmUnavailable:
+            raise
+        except EngineError as err:
+            if "invalid node state" not in str(err).lower():  # not drained (any more)
+                raise
+
+    def _warn(self, message: str) -> None:
+        if not self._warned_unavailable:
+            log.warning("Slurm does not answer: %s", message)
+            self._warned_unavailable = True
+
+    # -- launching -----------------------------------------------------------------------------
+
+    def checkpoint_dir(self, job_id: str) -> str:
+        return str(self.dirs.checkpoint_dir(job_id))
+
+    def launch(self, spec: LaunchSpec) -> EngineRef:
+        """Submit the launch as one Slurm job, once. Launching it again (after a crash, at any
+        line) finds the job by the run directory or by name and submits nothing."""
+        ref = safe_id("launch id", spec.launch_id)
+        paths = self.dirs.paths(ref, spec.job_id)
+        try:
+            paths.run_dir.mkdir()
+            fresh = True
+        except FileExistsError:
+            fresh = False
+        with self.dirs.locked(paths.run_dir):
+            if not fresh and self._find_job(ref) is not None:
+                return ref
+            rendered = render(spec, paths, self._gres_types([r.node_id for r in spec.replicas]),
+                              partition=self.partition, time_margin_s=self.time_margin_s)
+            paths.work_dir.mkdir(parents=True, exist_ok=True)
+            for rank, text in rendered.env_files.items():
+                write_atomic(paths.env_file(rank), text, 0o600)  # the user's secrets
+            write_atomic(paths.task_script, rendered.task_script)
+            write_atomic(paths.batch_script, rendered.submission.script)
+            job_id = self.api.submit(rendered.submission, self.job_env)
+            self.dirs.write_job_id(paths.run_dir, job_id)
+        with self._lock:
+            self._job_ids[ref] = job_id
+        return ref
+
+    def _gres_types(self, nodes: Sequence[str]) -> dict[str, tuple[str | None, ...]]:
+        with self._lock:
+            known = dict(self._gres)
+        if any(n not in known for n in nodes):
+            self.nodes()
+            with self._lock:
+                known = dict(self._gres)
+        return known
+
+    def _find_job(self, ref: str) -> int | None:
+        """The Slurm job of a launch already tried: recorded, or found by name in Slurm."""
+        with self._lock:
+            if ref in self._job_ids:
+                return self._job_ids[ref]
+        run_dir = self.dirs.run_dir(ref)
+        job_id = self.dirs.read_job_id(run_dir)
+        if job_id is None:
+            job = self._fresh_snapshot().by_launch.get(ref)
+            if job is None:
+                return None
+            job_id = job.job_id
+            log.info("launch %s: re-adopted Slurm job %s", ref, job_id)
+            self.dirs.write_job_id(run_dir, job_id)
+        with self._lock:
+            self._job_ids[ref] = job_id
+        return job_id
+
+    def adopt(self) -> int:
+        """At start: record the Slurm job of every launch whose id was never written (a crash
+        right after sbatch). Returns how many gpucloud jobs Slurm holds."""
+        snapshot = self._fresh_snapshot()
+        for launch, job in snapshot.by_launch.items():
+            try:
+                run_dir = self.dirs.run_dir(launch)
+            except EngineError:
+                continue
+            if run_dir.is_dir() and self.dirs.read_job_id(run_dir) is None:
+                log.info("launch %s: re-adopted Slurm job %s", launch, job.job_id)
+                self.dirs.write_job_id(run_dir, job.job_id)
+        return len(snapshot.by_launch)
+
+    # -- status --------------------------------------------------------------------------------
+
+    def _fresh_snapshot(self) -> Snapshot:
+        raw = self.api.jobs()
+        snapshot = snapshot_of(raw, self._monotonic())
+        with self._lock:
+            self._snapshot = snapshot
+        return snapshot
+
+    def _current_snapshot(self) -> tuple[Snapshot, bool]:
+        with self._lock:
+            snapshot = self._snapshot
+        if snapshot is not None and self._monotonic() - snapshot.taken_at < self.snapshot_max_age_s:
+            return snapshot, False
+        return self._fresh_snapshot(), True
+
+    def status(self, refs: Sequence[EngineRef]) -> dict[EngineRef, RunStatus]:
+        """One job listing for all refs. While Slurm does not answer, refs seen before keep
+        their last status (they are not lost: Slurm keeps its jobs across a restart)."""
+        with self._lock:
+            result = {ref: self._final[ref] for ref in refs if ref in self._final}
+        todo = [ref for ref in refs if ref not in result]
+        if not todo:
+            return result
+        try:
+            snapshot, fresh = self._current_snapshot()
+            statuses = {ref: self._status_one(ref, snapshot) for ref in todo}
+            lost = [ref for ref, s in statuses.items() if s.phase is RunPhase.LOST]
+            if lost and not fresh:  # a cached listing may predate the submission: look again
+                snapshot = self._fresh_snapshot()
+                statuses.update({ref: self._status_one(ref, snapshot) for ref in lost})
+        except SlurmUnavailable as err:
+            with self._lock:
+                known = {ref: self._last[ref] for ref in todo if ref in self._last}
+            if len(known) < len(todo):
+                raise
+            self._warn(f"status: {err}; keeping the last known status of {len(todo)} runs")
+            result.update(known)
+            return result
+        with self._lock:
+            self._warned_unavailable = False
+            for ref, status in statuses.items():
+                if status.phase in (RunPhase.EXITED, RunPhase.LOST):
+                    self._final[ref] = status
+                    self._last.pop(ref, None)
+                    if len(self._final) > _FINAL_MEMO:
+                        self._final.popitem(last=False)
+                else:
+                    self._last[ref] = status
+        result.update(statuses)
+        return result
+
+    def _status_one(self, ref: EngineRef, snapshot: Snapshot) -> RunStatus:
+        try:
+            run_dir = self.dirs.run_dir(ref)
+        except EngineError:
+            return RunStatus(RunPhase.LOST, message=f"no such launch {ref!r}")
+        with self._lock:
+            job_id = self._job_ids.get(ref)
+        if job_id is None:
+            job_id = self.dirs.read_job_id(run_dir)
+            found = snapshot.by_launch.get(ref)
+            if job_id is None and found is not None:
+                job_id = found.job_id
+                self.dirs.write_job_id(run_dir, job_id)
+            if job_id is None:
+                if not run_dir.is_dir():
+                    return RunStatus(RunPhase.LOST, message=f"no such launch {ref!r}")
+                return RunStatus(RunPhase.LOST, message=f"launch {ref} was never submitted "
+                                 "to Slurm")
+            with self._lock:
+                self._job_ids[ref] = job_id
+        job = snapshot.by_id.get(job_id)
+        if job is not None and not is_terminal(job):
+            return run_status(job, RunFiles(started=self.dirs.started(run_dir)), job_id)
+        if job is None:
+            job = self.dirs.read_final(run_dir)
+        elif not (run_dir / "final.json").exists():
+            self.dirs.write_final(run_dir, job)  # outlives squeue's MinJobAge
+        return run_status(job, self.dirs.read_files(run_dir), job_id)
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    def stop(self, ref: EngineRef, force: bool = False) -> None:
+        """SIGTERM to the job's processes (the command's; the wrappers record its exit code),
+        or with ``force`` SIGKILL and a cancel. A job Slurm has not started is cancelled."""
+        try:
+            job_id = self._find_job(safe_id("engine ref", ref))
+        except EngineError:
+            return
+        if job_id is None:
+            return
+        with self._lock:
+            if ref in self._final:
+                return
+            last = self._last.get(ref)
+        if force:
+            self.api.signal(job_id, "KILL")
+            self.api.cancel(job_id)
+        elif last is None or last.phase is RunPhase.PENDING:
+            self.api.cancel(job_id)
+        else:
+            self.api.signal(job_id, "TERM")
+
+    # -- logs ----------------------------------------------------------------------------------
+
+    def _ended(self, ref: EngineRef) -> bool:
+        try:
+            phase = self.status([ref])[ref].phase
+        except SlurmUnavailable:
+            return False
+        return phase in (RunPhase.EXITED, RunPhase.LOST)
+
+    def logs(self, ref: EngineRef, follow: bool = False, offset: int = 0) -> Iterator[bytes]:
+        """Rank 0's output from byte ``offset``; with ``follow``, until the run has ended."""
+        try:
+            path = self.dirs.run_dir(ref) / "rank-0.log"
+        except EngineError:
+            return
+        handle = None
+        try:
+            while True:
+                # Decide "ended" before reading, so output written just before the end is read.
+                ended = not follow or self._ended(ref)
+                if handle is None:
+                    try:
+                        handle = path.open("rb")
+                        handle.seek(offset)
+                    except FileNotFoundError:
+                        handle = None
+                if handle is not None:
+                    while chunk := handle.read(_CHUNK):
+                        yield chunk
+                if ended:
+                    return
+                time.sleep(_LOG_POLL_S)
+        finally:
+            if handle is not None:
+                handle.close()
+
+    # -- health signals (the self-healing contract) ----------------------------------------------
+
+    def faults(self, after: int) -> list[FaultSignal]:
+        """Slurm has no stream of Xid/ECC events to give: its node states (DOWN, DRAIN,
+        NOT_RESPONDING) reach gpucloud as node health in ``nodes()`` instead."""
+        return []
+
+    def burn_in(self, node_id: str, device_index: int | None) -> BurnInResult:
+        """No hardware probe from the control plane (Slurm's HealthCheckProgram runs on the
+        nodes): passes when Slurm reports the node usable."""
+        try:
+            reports = {n.id: n for n in self.nodes()}
+        except SlurmUnavailable as err:
+            return BurnInResult(False, f"Slurm does not answer: {err}")
+        report = reports.get(node_id)
+        if report is None:
+            return BurnInResult(False, f"Slurm does not report node {node_id!r}")
+        if not report.healthy:
+            return BurnInResult(False, report.message)
+        return BurnInResult(True, "Slurm reports the node usable (no hardware probe on Slurm)")

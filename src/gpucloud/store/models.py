@@ -357,3 +357,20 @@ class Fault(Base):
     alert: Mapped[bool] = mapped_column(Boolean, default=False)
     job_ids: Mapped[list[Any]] = mapped_column(default=list)
     __table_args__ = (Index("ix_faults_engine_seq", "engine", "engine_seq", unique=True),)
+
+
+class ConsoleSession(Base):
+    """A signed-in web console (``gpucloud.console``). The cookie holds a random secret and
+    this row only its SHA-256, as for API tokens. A session lives while the token it was
+    signed in with does, until sign-out, ``expires_at``, or idleness (``last_seen_at``)."""
+
+    __tablename__ = "console_sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    token_id: Mapped[str] = mapped_column(ForeignKey("api_tokens.id"), index=True)
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    ended_at: Mapped[datetime | None]
+    token: Mapped[ApiToken] = relationship(lazy="joined")

@@ -11,7 +11,7 @@ import pytest
 from gpucloud.core.errors import EngineError
 from gpucloud.core.runs import RunPhase
 from gpucloud.engines.base import LaunchSpec, ReplicaSpec
-from gpucloud.engines.slurm.cli import sbatch_args
+from gpucloud.engines.slurm.cli import parse_squeue_text, sbatch_args
 from gpucloud.engines.slurm.engine import snapshot_of
 from gpucloud.engines.slurm.hostlist import expand
 from gpucloud.engines.slurm.parse import (
@@ -149,6 +149,23 @@ def test_a_job_record_from_squeue_json() -> None:
     assert parsed.job_id == 9 and parsed.state == "RUNNING"
     assert parsed.nodes == ("gpu-node-0", "gpu-node-1")
     assert parsed.start_time == 1795517897 and parsed.wait_status == 0
+
+
+def test_squeue_s_text_output_reads_as_its_json() -> None:
+    sep = "\x1f"
+    lines = [
+        sep.join(["9", "RUNNING", "None", "0", "1795517897", "1827053897", "gpu-node-[0-1]",
+                  "gpucloud-alc_1", "gpucloud job=job_1 launch=alc_1", ""]),
+        sep.join(["10", "FAILED", "NonZeroExitCode", "768", "5", "6", "gpu-node-0", "wrap",
+                  "(null)", ""]),
+        sep.join(["11_[1-3]", "PENDING", "Resources", "0", "N/A", "N/A", "", "arr", "", ""]),
+    ]
+    text = [parse_job(j) for j in parse_squeue_text("\n".join(lines))]
+    assert [j.job_id for j in text] == [9, 10]  # array jobs are not gpucloud's
+    assert text[0].nodes == parse_job(JOB).nodes == ("gpu-node-0", "gpu-node-1")
+    assert (text[0].state, text[0].name, text[0].start_time) == ("RUNNING", "gpucloud-alc_1",
+                                                                 1795517897)
+    assert text[1].wait_status == 768 and text[1].comment == ""
 
 
 def test_raw_wait_statuses_are_shell_exit_codes() -> None:

@@ -38,7 +38,7 @@ from gpucloud.engines.slurm.parse import (
     parse_job,
     parse_node,
 )
-from gpucloud.engines.slurm.rundir import RunDirs, safe_id, write_atomic
+from gpucloud.engines.slurm.rundir import RunDirs, safe_id, write_file
 from gpucloud.engines.slurm.script import launch_of, render
 from gpucloud.engines.slurm.status import RunFiles, is_terminal, run_status
 
@@ -171,10 +171,12 @@ class SlurmEngine:
             rendered = render(spec, paths, self._gres_types([r.node_id for r in spec.replicas]),
                               partition=self.partition, time_margin_s=self.time_margin_s)
             paths.work_dir.mkdir(parents=True, exist_ok=True)
+            # Plain writes: nothing reads these files before sbatch below, and a retry after a
+            # crash rewrites them all before it submits.
             for rank, text in rendered.env_files.items():
-                write_atomic(paths.env_file(rank), text, 0o600)  # the user's secrets
-            write_atomic(paths.task_script, rendered.task_script)
-            write_atomic(paths.batch_script, rendered.submission.script)
+                write_file(paths.env_file(rank), text, 0o600)  # the user's secrets
+            write_file(paths.task_script, rendered.task_script)
+            write_file(paths.batch_script, rendered.submission.script)
             job_id = self.api.submit(rendered.submission, self.job_env)
             self.dirs.write_job_id(paths.run_dir, job_id)
         with self._lock:

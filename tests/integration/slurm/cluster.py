@@ -74,11 +74,14 @@ def _pid_alive(pid: int) -> bool:
 def stop_stale_clusters(tmp: Path = Path("/tmp")) -> None:
     """Stop clusters of pytest sessions that died without stopping theirs."""
     for path in tmp.glob(f"{DIR_PREFIX}*"):
-        suffix = path.name.removeprefix(DIR_PREFIX)
-        if not suffix.isdigit() or not path.is_dir() or _pid_alive(int(suffix)):
+        suffix = path.name.removeprefix(DIR_PREFIX).removesuffix(".lock")
+        if not suffix.isdigit() or _pid_alive(int(suffix)):
             continue
-        subprocess.run(["bash", str(STOP)], env={**clean_env(), "SLURM_TEST_DIR": str(path)},
-                       capture_output=True, timeout=120, check=False)
+        if path.is_dir():
+            subprocess.run(["bash", str(STOP)], env={**clean_env(), "SLURM_TEST_DIR": str(path)},
+                           capture_output=True, timeout=120, check=False)
+        else:  # start-slurm.sh's lock file beside the directory
+            path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -184,6 +187,7 @@ def start_cluster(state_dir: Path) -> SlurmCluster:
 def stop_cluster(cluster: SlurmCluster) -> None:
     subprocess.run(["bash", str(STOP)], env={**clean_env(), "SLURM_TEST_DIR": str(cluster.dir)},
                    capture_output=True, timeout=180, check=False)
+    cluster.dir.with_name(cluster.dir.name + ".lock").unlink(missing_ok=True)
 
 
 def start_cloud(data_dir: Path, cluster: SlurmCluster, *extra: str, api: str = "cli",

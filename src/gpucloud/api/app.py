@@ -1,10 +1,11 @@
-"""The FastAPI application: routers, error mapping and health."""
+"""The FastAPI application: routers, error mapping, health, and the web console at ``/``."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
 import gpucloud
+from gpucloud import console
 from gpucloud.api import problems
 from gpucloud.api.deps import Platform
 from gpucloud.api.routes import accounts, billing, events, health, jobs, limits, nodes
@@ -26,4 +27,5 @@ def create_app(platform: Platform) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    console.install(app)
     return app

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -43,8 +44,7 @@ class Plan:
                    np.minimum(keys.whole_count, t.wt.shape[3] - 1))
 
 
-@dataclass(frozen=True)
-class _Node:
+class _Node(NamedTuple):
     model: int
     free: list[int]
     full: int
@@ -59,7 +59,7 @@ def _node(t: FragTables, state: ClusterState, node: int, strand: float) -> _Node
     row = state.gpu_free[node] * state.gpu_ok[node]
     free = row.tolist()
     full = free.count(MILLI)
-    prefix = t.bv[model][:, row].sum(axis=1) + t.pw[model, full]
+    prefix = np.add.reduce(t.bv[model][:, row], axis=1) + t.pw[model, full]
     cpu = int(state.cpu_free[node])
     usable = float(prefix[bisect_right(t.theta_list, cpu)])
     gap = float(sum(free)) - cpu / float(t.safe_ratio[model])
@@ -76,23 +76,23 @@ def column(t: FragTables, state: ClusterState, node: int, plan: Plan) -> FloatAr
         return score
     n = _node(t, state, node, plan.strand)
     left_cpu = n.cpu - keys.cpu
-    tau = np.searchsorted(t.theta, left_cpu, side="right")
+    tau = t.theta.searchsorted(left_cpu, side="right")
     y = (n.base + plan.offset) - n.prefix[tau] + t.wt[n.model, n.full][tau, plan.take]
     if plan.strand:
         weight = plan.strand * float(t.has_ratio[n.model])
         y += weight * np.maximum(0.0, n.gap + plan.cpu_over[n.model])
     ok = (left_cpu >= 0) & keys.by_model[n.model] & (n.full >= keys.whole_count)
     if keys.frac.size:
-        values = np.fromiter(set(n.free), dtype=np.int64)
-        left = values - plan.frac_milli[:, None]  # (Kf, values)
+        values = np.array(sorted(set(n.free), reverse=True), dtype=np.int64)  # 1000 first
         tf = tau[keys.frac]
-        at = (tf * (MILLI + 1))[:, None]
-        flat = t.bv[n.model].reshape(-1)
-        dev = flat[at + values] - flat[at + np.maximum(left, 0)]
+        at = tf * (MILLI + 1)
+        left = values - plan.frac_milli[:, None]  # (Kf, values); < 0: does not fit
+        dev = (t.bv[n.model].reshape(-1)[at[:, None] + values]
+               - t.bv_left[n.model].reshape(-1)[(at + tf + 1)[:, None] + np.maximum(left, -1)])
         if n.full:
-            dev += (values == MILLI) * t.pw_step[n.model, n.full, tf][:, None]
-        y[keys.frac] += np.where(left >= 0, dev, np.inf).min(axis=1)
-        ok[keys.frac] &= values.max() >= plan.frac_milli
+            dev[:, 0] += t.pw_step[n.model, n.full, tf]
+        y[keys.frac] += np.minimum.reduce(dev, axis=1)
+        ok &= y < np.inf  # some device takes the fraction
     return np.where(ok, points(y), -1.0)
 
 

@@ -10,11 +10,12 @@ facts make that cheap for a node whose devices are all of one model:
   number of fully free healthy devices: ``[F >= count_t] 1000 F``.
 
 With the requests sorted by CPU, ``[cpu >= cpu_t]`` keeps a prefix of them, so per model the
-whole sum is read from two small prefix tables: ``ws[model, tau, r]``, the weight of the first
-``tau`` 1-GPU requests whose milli is within the r smallest levels, and ``pw[model, F, tau]``
-for the multi-GPU ones. A placement changes one device (a fraction) or F (whole GPUs) and the
-CPU, so its loss of usable milli is a handful of lookups, computed here for (nodes x shapes)
-in one pass. Nodes with devices of several models take the direct computation in ``frag``.
+whole sum is read from two prefix tables: ``bv[model, tau, v]``, what a device with v free
+milli is worth to the first ``tau`` 1-GPU requests (FGD: v times the weight of those it fits),
+and ``pw[model, F, tau]`` for the multi-GPU ones. A placement changes one device (a fraction)
+or F (whole GPUs) and the CPU, so its loss of usable milli is a handful of lookups, computed
+here for (nodes x shapes) in one pass. Nodes with devices of several models take the direct
+computation in ``frag``.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ _BOUNDS = _bounds()
 
 def points(x: FloatArray) -> FloatArray:
     """FGD's integer score of a growth x (milli): ``floor(100 sigmoid(-x / 1000))``."""
-    return np.asarray(100 - np.searchsorted(_BOUNDS, x, side="left"), dtype=np.float64)
+    return np.asarray(100 - _BOUNDS.searchsorted(x, side="left"), dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,17 @@ class Growth:
     stranded: FloatArray  # (n, K): growth of CPU-stranded GPU milli
 
 
+def device_worth(milli: IntArray, count: IntArray, aw: FloatArray) -> FloatArray:
+    """(models + 1, G, MILLI + 1): what a device with v free milli is worth to 1-GPU request
+    t, weighted (0 for multi-GPU requests): FGD counts all v as usable by a request it fits."""
+    models, g = aw.shape
+    v = np.arange(MILLI + 1)
+    single = np.flatnonzero(count == 1)
+    out = np.zeros((models, g, MILLI + 1))
+    out[:, single] = aw[:, single, None] * ((milli[single, None] <= v) * v)
+    return out
+
+
 class FragTables:
     """Per-model lookup tables of one distribution against one state, and per node the
     prefix vector of its usable milli (refreshed when the node's version moves)."""
@@ -125,35 +137,28 @@ class FragTables:
         count, milli = dist.count[order], dist.milli[order]
         aw = dist.allowed[:, order] * dist.weight[order]  # (models + 1, G)
         models, g, width = aw.shape[0], order.size, state.width
-        single = np.flatnonzero(count == 1)
-        levels = np.unique(milli[single])
-        # rho[v]: how many distinct 1-GPU milli levels a device with v free milli can serve.
-        self.rho = np.searchsorted(levels, np.arange(MILLI + 1), side="right").astype(np.int64)
-        contrib = np.zeros((models, g, levels.size + 1))
-        for t in single:
-            contrib[:, t, np.searchsorted(levels, milli[t]) + 1:] += aw[:, t, None]
-        self.ws = np.zeros((models, g + 1, levels.size + 1))
-        self.ws[:, 1:] = np.cumsum(contrib, axis=1)
-        self.ws_by_level = np.ascontiguousarray(self.ws.transpose(0, 2, 1))  # [model, r, tau]
+        # bv[model, tau, v]: what a device with v free milli is worth to the first tau 1-GPU
+        # requests (FGD: v to each request it fits).
+        worth = device_worth(milli, count, aw)
+        self.bv = np.zeros((models, g + 1, MILLI + 1))
+        self.bv[:, 1:] = np.cumsum(worth, axis=1)
         full = np.arange(width + 1)
         multi = np.zeros((models, width + 1, g))
         for t in np.flatnonzero(count >= 2):
             multi[:, :, t] = aw[:, t, None] * (MILLI * full * (full >= count[t]))
         self.pw = np.zeros((models, width + 1, g + 1))
         self.pw[:, :, 1:] = np.cumsum(multi, axis=2)
-        self.whole_level = int(self.rho[MILLI])
-        # For one state at a time (frag_column): v * ws[.., rho(v)] for every v, and the
-        # differences the multi-GPU requests see when F drops by one.
-        self.bv = np.ascontiguousarray(
-            np.arange(MILLI + 1) * self.ws_by_level[:, self.rho, :].transpose(0, 2, 1))
-        self.pw_step = self.pw - self.pw[:, np.maximum(np.arange(width + 1) - 1, 0)]
-        self.ws_whole = np.ascontiguousarray(self.ws[:, :, self.whole_level])
-        # wt[model, F, tau, n]: usable milli lost by taking n of F fully free devices.
-        take = np.arange(width + 1)
+        # The differences the multi-GPU requests see when F drops by one, and wt[model, F,
+        # tau, n]: usable milli lost by taking n of F fully free devices.
+        self.pw_step = self.pw - self.pw[:, np.maximum(full - 1, 0)]
+        self.bv_full = np.ascontiguousarray(self.bv[:, :, MILLI])
+        # bv shifted by one with -inf first: bv_left[.., 1 + max(v, -1)] is -inf for v < 0,
+        # so a device a fraction does not fit loses "infinitely" much (frag_column).
+        self.bv_left = np.concatenate((np.full((models, g + 1, 1), -np.inf), self.bv), axis=2)
         self.wt = np.ascontiguousarray(
-            (MILLI * take) * self.ws_whole[:, None, :, None]
+            full * self.bv_full[:, None, :, None]
             + (self.pw[:, :, :, None]
-               - self.pw[:, np.maximum(full[:, None] - take, 0)].transpose(0, 1, 3, 2)))
+               - self.pw[:, np.maximum(full[:, None] - full, 0)].transpose(0, 1, 3, 2)))
         self.theta_list = self.theta.tolist()
         n = len(state)
         present = np.arange(width) < state.gpu_count[:, None]
@@ -178,10 +183,8 @@ class FragTables:
             return
         gpu = state.gpu_free[stale] * state.gpu_ok[stale]
         model = self.model[stale]
-        level = self.rho.take(gpu, mode="clip")
         full = (gpu == MILLI).sum(axis=1)
-        prefix = ((gpu[..., None] * self.ws_by_level[model[:, None], level]).sum(axis=1)
-                  + self.pw[model, full])
+        prefix = self.bv[model[:, None], :, gpu].sum(axis=1) + self.pw[model, full]
         tau = np.searchsorted(self.theta, state.cpu_free[stale], side="right")
         self.prefix[stale] = prefix
         self.usable[stale] = prefix[np.arange(stale.size), tau]
@@ -222,7 +225,7 @@ class FragTables:
         if keys.whole.size:
             w = keys.plain[keys.whole]
             n, tw, mw = keys.count[w], tau[:, w], model[:, None]
-            taken = (MILLI * n) * self.ws[mw, tw, self.whole_level]
+            taken = n * self.bv_full[mw, tw]
             multi = self.pw[mw, full, tw] - self.pw[mw, np.maximum(full - n, 0), tw]
             plain[:, keys.whole] = plain[:, keys.whole] + taken + multi - MILLI * n
             ok[:, w] &= full >= n
@@ -241,14 +244,14 @@ class FragTables:
         gpu = self.gpu[idx][:, None, :]  # (n, 1, D)
         left = gpu - m  # (n, Kf, D)
         tf = tau[:, keys.frac]
-        ws = self.ws[model[:, None], tf]  # (n, Kf, levels + 1)
-        before = np.take_along_axis(ws, np.broadcast_to(self.rho.take(gpu, mode="clip"),
-                                                        left.shape), axis=2)
-        after = np.take_along_axis(ws, self.rho.take(left, mode="clip"), axis=2)
+        at = ((model[:, None] * self.bv.shape[1] + tf) * (MILLI + 1))[..., None]
+        flat = self.bv.reshape(-1)
+        before = flat[at + gpu]
+        after = flat[at + np.maximum(left, 0)]
         # A fully free device that takes a fraction also leaves the multi-GPU requests' F.
         mf = model[:, None]
         multi = self.pw[mf, full, tf] - self.pw[mf, np.maximum(full - 1, 0), tf]
-        dev = gpu * before - left * after + (gpu == MILLI) * multi[..., None]
+        dev = before - after + (gpu == MILLI) * multi[..., None]
         fits = (left >= 0) & keys.allowed[keys.frac][:, model].T[..., None]
         return np.where(fits, (loss[:, keys.frac] - m[:, 0])[..., None] + dev, UNFIT)
 

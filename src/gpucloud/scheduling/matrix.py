@@ -6,12 +6,14 @@ shape. Each such state gets an id; its scores for all shapes (memory aside: no s
 it) are computed once, in one vectorised pass (``column``), when a node first enters it: about
 half of all placements lead to a state some node has been in before.
 
-Per shape and memory size, a row by tie position holds each node's score plus its bias, or
--inf where the node cannot take it, so a decision is one ``argmax``. A row is brought up to
-date only when its shape is decided, from the state's change log (the nodes changed since).
+Per shape, a row by tie position holds each node's score plus its bias, or -inf where the
+node cannot take it, so a decision is one ``argmax``; after a change, only the changed nodes'
+entries are rewritten. Memory is checked on the winner; when it lacks memory (often: the
+openb pods ask for about 50 GiB per GPU), the row is searched again masked by free memory.
 
-States are keyed by exact free milli, not sorted: a fraction's device is an index into the
-node's devices. Nodes with devices of several models get a state of their own per change.
+States are keyed by free CPU and the sorted free milli of the devices (scores do not depend on
+which device holds what; a fraction's device is picked on the chosen node itself). Nodes with
+devices of several models get a state of their own per change.
 """
 
 from __future__ import annotations
@@ -28,8 +30,6 @@ from gpucloud.scheduling.model import Shape
 from gpucloud.scheduling.state import ClusterState, IntArray
 
 Key = tuple[int, int, int, frozenset[str] | None]  # a shape without memory
-RowKey = tuple[int, int, int, frozenset[str] | None, int]  # ... and its memory
-_UNIQUE_AT = 32  # logged changes from which repeated nodes are dropped before a row update
 
 
 class BlockScorer(Protocol):
@@ -75,11 +75,10 @@ class ScoreMatrix:
         self.score = np.full((64, 8), -1, dtype=np.int8)  # [state, key]
         self.sid = np.array([self._id(i) for i in range(n)], dtype=np.int64)
         self.seen = len(state.changed)
-        self.rows_of: dict[RowKey, int] = {}
-        self.row_key: list[int] = []
-        self.row_memory: list[int] = []
-        self.row_seen: list[int] = []  # change-log length each row is current to
-        self.rows = np.full((8, n), -np.inf)  # [row, tie position]
+        self.rows = np.full((8, n), -np.inf)  # [key, tie position]
+        self.memory = state.mem_free[order]  # by tie position
+        # Unhealthy nodes take nothing, nor do nodes with negative free memory.
+        self._live = np.where(state.healthy, self.bias, -np.inf)
 
     def _id(self, node: int) -> int:
         st = self.state
@@ -87,7 +86,7 @@ class ScoreMatrix:
         if not self._all_ok[node]:
             free = [v if ok else 0 for v, ok in zip(free, st.gpu_ok[node].tolist(), strict=True)]
         model = self._model[node]
-        key = (model, int(st.cpu_free[node]), *free) if model >= 0 else (
+        key = (model, int(st.cpu_free[node]), *sorted(free)) if model >= 0 else (
             -1, node, int(st.version[node]))  # mixed models: shared with no other node
         sid = self._ids.get(key)
         if sid is None:
@@ -99,7 +98,10 @@ class ScoreMatrix:
 
     def _fill_states(self, nodes: IntArray, keys: Keys, first: int) -> None:
         """Scores of ``keys`` (key indices ``first``...) for the states of ``nodes``."""
-        sids, at = np.unique(self.sid[nodes], return_index=True)
+        if nodes.size == 1:
+            sids, at = self.sid[nodes], np.zeros(1, dtype=np.int64)
+        else:
+            sids, at = np.unique(self.sid[nodes], return_index=True)
         last = first + len(keys.shapes)
         if sids.size <= 4 and len(keys.shapes) > 1:  # a few new states: one column each
             for sid, node in zip(sids.tolist(), nodes[at].tolist(), strict=True):
@@ -110,7 +112,7 @@ class ScoreMatrix:
         self.known[sids] = last
 
     def sync(self) -> None:
-        """Take in the states of the nodes changed since the last call."""
+        """Take in the nodes changed since the last call: their states and row entries."""
         log = self.state.changed
         if self.seen == len(log):
             return
@@ -124,6 +126,27 @@ class ScoreMatrix:
                 stale.append(i)
         if stale:
             self._fill_states(np.array(stale, dtype=np.int64), self.keys, 0)
+        if len(nodes) == 1:
+            self._write_one(nodes[0])
+        else:
+            self._write(np.array(nodes, dtype=np.int64), 0)
+
+    def _write(self, nodes: IntArray, first: int) -> None:
+        """Rows ``first``... at the tie positions of ``nodes``, from their states' scores."""
+        k = len(self.shapes)
+        score = self.score[self.sid[nodes], first:k].T.astype(np.float64)
+        live = np.where(self.state.mem_free[nodes] >= 0, self._live[nodes], -np.inf)
+        pos = self.pos[nodes]
+        self.rows[first:k, pos] = np.where(score >= 0, score + live, -np.inf)
+        self.memory[pos] = self.state.mem_free[nodes]
+
+    def _write_one(self, node: int) -> None:
+        k, p = len(self.shapes), int(self.pos[node])
+        score = self.score[self.sid[node], :k].astype(np.float64)
+        mem = int(self.state.mem_free[node])
+        live = float(self._live[node]) if mem >= 0 else -np.inf
+        self.rows[:k, p] = np.where(score >= 0, score + live, -np.inf)
+        self.memory[p] = mem
 
     def key(self, shape: Shape) -> int:
         """The scores of ``shape`` (memory aside), on every node's state when first seen."""
@@ -138,45 +161,28 @@ class ScoreMatrix:
         self.plan = self.scorer.plan(self.state, self.keys)
         if k >= self.score.shape[1]:
             self.score = _grow(self.score, self.score.shape[0], 2 * k, -1)
+        if k >= self.rows.shape[0]:
+            self.rows = _grow(self.rows, 2 * k, self.rows.shape[1], -np.inf)
         # Every state a node is in now knows keys < k (sync keeps them complete).
         everyone = np.arange(len(self.state), dtype=np.int64)
         self._fill_states(everyone, Keys.build([self.shapes[k]], self.state), k)
+        self._write(everyone, k)
         return k
-
-    def _write(self, r: int, nodes: IntArray) -> None:
-        st = self.state
-        score = self.score[self.sid[nodes], self.row_key[r]].astype(np.float64)
-        ok = (score >= 0) & st.healthy[nodes] & (st.mem_free[nodes] >= self.row_memory[r])
-        self.rows[r, self.pos[nodes]] = np.where(ok, score + self.bias[nodes], -np.inf)
-
-    def row(self, shape: Shape) -> int:
-        """The row of ``shape``, current: its scores where its memory fits."""
-        key = (shape.cpu_milli, shape.gpu_count, shape.gpu_milli, shape.gpu_models,
-               shape.memory_mib)
-        r = self.rows_of.get(key)
-        log = self.state.changed
-        if r is None:
-            r = self.rows_of[key] = len(self.row_key)
-            self.row_key.append(self.key(shape))
-            self.row_memory.append(shape.memory_mib)
-            self.row_seen.append(len(log))
-            if r >= self.rows.shape[0]:
-                self.rows = _grow(self.rows, 2 * r, self.rows.shape[1], -np.inf)
-            self._write(r, np.arange(len(self.state), dtype=np.int64))
-        elif self.row_seen[r] < len(log):
-            nodes = np.array(log[self.row_seen[r]:], dtype=np.int64)
-            self.row_seen[r] = len(log)
-            self._write(r, np.unique(nodes) if nodes.size >= _UNIQUE_AT else nodes)
-        return r
 
     def choose(self, shape: Shape) -> tuple[int, int] | None:
         """(node, device) of the best node for ``shape``, or None if none can take it."""
         self.sync()
-        r = self.row(shape)  # may grow self.rows: index it after
-        row = self.rows[r]
+        k = self.key(shape)  # may grow self.rows: index it after
+        row = self.rows[k]
         p = int(row.argmax())
         if row[p] == -np.inf:
             return None
+        memory = shape.memory_mib
+        if self.memory[p] < memory:
+            row = np.where(self.memory >= memory, row, -np.inf)
+            p = int(row.argmax())
+            if row[p] == -np.inf:
+                return None
         return self._with_device(int(self.order[p]), shape)
 
     def _with_device(self, node: int, shape: Shape) -> tuple[int, int]:

@@ -8,6 +8,7 @@ workload asks for ``gpu_count`` devices with ``gpu_milli`` each: a fractional re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 MILLI = 1000  # milli-GPU in one device
 
@@ -86,7 +87,7 @@ class Workload:
         if self.gpu_count > 1 and self.gpu_milli != MILLI:
             raise ValueError(f"{self.id}: only single-GPU requests may be fractional")
 
-    @property
+    @cached_property  # a frozen dataclass keeps its __dict__; placement asks for it often
     def shape(self) -> Shape:
         return Shape(self.cpu_milli, self.memory_mib, self.gpu_count,
                      self.gpu_milli if self.gpu_count else 0, self.gpu_models)

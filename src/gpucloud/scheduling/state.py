@@ -70,8 +70,9 @@ class ClusterState:
         self.any_ok = self.gpu_ok.any(axis=1)
         self.full_free = np.zeros(n_nodes, dtype=np.int64)  # fully free healthy devices
         self.max_free = np.zeros(n_nodes, dtype=np.int64)  # most free milli on one
-        for i in range(n_nodes):
-            self._summarise(i)
+        for i, (free, ok) in enumerate(zip(self.gpu_free.tolist(), self.gpu_ok.tolist(),
+                                           strict=True)):
+            self._summarise(i, free, ok)
 
     @classmethod
     def from_snapshot(cls, snapshot: ClusterSnapshot) -> ClusterState:
@@ -131,18 +132,22 @@ class ClusterState:
             raise ValueError(f"{workload.id}: {len(devices)} devices for {shape.gpu_count} GPUs")
         if self.cpu_free[node] < shape.cpu_milli or self.mem_free[node] < shape.memory_mib:
             raise ValueError(f"{workload.id}: not enough CPU or memory on {self.names[node]}")
-        allowed = self.model_mask(shape.gpu_models)
-        for j in devices:
-            if (not (self.gpu_ok[node, j] and allowed[self.gpu_model[node, j]])
-                    or self.gpu_free[node, j] < shape.gpu_milli):
-                raise ValueError(f"{workload.id}: device {j} on {self.names[node]} cannot take it")
+        # One node's few devices: plain Python on lists, written back at once.
+        free, ok = self.gpu_free[node].tolist(), self.gpu_ok[node].tolist()
+        if devices:
+            allowed, codes = self.model_mask(shape.gpu_models), self.gpu_model[node].tolist()
+            for j in devices:
+                if not (ok[j] and allowed[codes[j]]) or free[j] < shape.gpu_milli:
+                    raise ValueError(
+                        f"{workload.id}: device {j} on {self.names[node]} cannot take it")
+            for j in devices:
+                free[j] -= shape.gpu_milli
+            self.gpu_free[node] = free
         self.cpu_free[node] -= shape.cpu_milli
         self.mem_free[node] -= shape.memory_mib
-        for j in devices:
-            self.gpu_free[node, j] -= shape.gpu_milli
         self.allocated_gpu_milli += shape.total_gpu_milli
         self.kinds[node, kind_of(shape)] += 1
-        self._changed(node)
+        self._changed(node, free, ok)
         return Placement(workload.id, self.names[node], devices, shape.gpu_milli,
                          shape.cpu_milli, shape.memory_mib)
 
@@ -157,16 +162,15 @@ class ClusterState:
         shape = Shape(placement.cpu_milli, placement.memory_mib, count,
                       placement.gpu_milli if count else 0)
         self.kinds[node, kind_of(shape)] -= 1
-        self._changed(node)
+        self._changed(node, self.gpu_free[node].tolist(), self.gpu_ok[node].tolist())
 
-    def _summarise(self, node: int) -> None:
-        free = [v for v, ok in zip(self.gpu_free[node].tolist(), self.gpu_ok[node].tolist(),
-                                   strict=True) if ok]
-        self.full_free[node] = free.count(MILLI)
-        self.max_free[node] = max(free, default=0)
+    def _summarise(self, node: int, free: list[int], ok: list[bool]) -> None:
+        healthy = free if all(ok) else [v for v, k in zip(free, ok, strict=True) if k]
+        self.full_free[node] = healthy.count(MILLI)
+        self.max_free[node] = max(healthy, default=0)
 
-    def _changed(self, node: int) -> None:
-        self._summarise(node)
+    def _changed(self, node: int, free: list[int], ok: list[bool]) -> None:
+        self._summarise(node, free, ok)
         self.version[node] += 1
         self.changes += 1
         self.changed.append(node)

@@ -233,6 +233,26 @@ def test_submit_from_the_form_runs_the_job_once_even_if_sent_twice(h: Harness) -
     assert "SUCCEEDED" in alice.get(f"/jobs/{job_id}?part=summary").text
 
 
+def test_the_job_page_says_why_a_job_waits_and_cancels_it(h: Harness) -> None:
+    alice = signed_in(h, new_tenant(h, "alice"))
+    ids = []
+    for name in ("first", "second", "third"):
+        created = submit(alice, name=name, gpus="4", gpu_type="H100")
+        ids.append(created.headers["location"].rsplit("/", 1)[1])
+    h.settle()
+    page = alice.get(f"/jobs/{ids[2]}")
+    assert "Why it is waiting:" in page.text
+    with h.ctx.db.read() as session:
+        waiting = session.get_one(Job, ids[2])
+    assert waiting.state.value in ("PENDING", "QUEUED") and waiting.message
+    assert html.escape(waiting.message) in page.text
+    cancelled = alice.post(f"/jobs/{ids[2]}/cancel", data={"csrf_token": csrf(alice)},
+                           follow_redirects=False)
+    assert cancelled.status_code == 303 and cancelled.headers["location"] == f"/jobs/{ids[2]}"
+    assert "CANCELLED" in alice.get(f"/jobs/{ids[2]}?part=summary").text
+    assert "Cancel job" not in alice.get(f"/jobs/{ids[2]}").text
+
+
 def test_form_errors_say_what_to_fix_and_keep_what_was_typed(h: Harness) -> None:
     alice = signed_in(h, new_tenant(h, "alice"))
     bad_env = submit(alice, env="NOT A PAIR", name="keep-me")

@@ -55,8 +55,8 @@ def job_list(
 
 def _cost(platform: PlatformDep, who: Principal, job: JobOut) -> tuple[str, str]:
     """Charged so far (exact, from the meters) and the price per hour (the API's estimate)."""
+    currency = billing_api.prices(platform, who).current.currency
     with platform.ctx.db.read() as session:
-        currency = billing_api._current(session, platform).currency
         rows = billing_store.usage(session, job.tenant_id, job.created_at, None, currency)
     charged = sum((r.cost for r in rows if r.job_id == job.id), Money.zero(currency))
     try:

@@ -165,8 +165,8 @@ def revenue_page(
 ) -> Response:
     who.require_operator("the revenue page")
     now = platform.ctx.clock.now()
+    currency = billing_api.prices(platform, who).current.currency
     with platform.ctx.db.read() as session:
-        currency = billing_api._current(session, platform).currency
         per_day = reports.revenue(session, now, days)
     context = {
         "days": days,

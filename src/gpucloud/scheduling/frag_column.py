@@ -56,15 +56,15 @@ class _Node(NamedTuple):
 
 def _node(t: FragTables, state: ClusterState, node: int, strand: float) -> _Node:
     model = int(t.model[node])
-    row = state.gpu_free[node] * state.gpu_ok[node]
+    row = state.gpu_free[node] if t.all_ok[node] else state.gpu_free[node] * state.gpu_ok[node]
     free = row.tolist()
     full = free.count(MILLI)
     prefix = np.add.reduce(t.bv[model][:, row], axis=1) + t.pw[model, full]
     cpu = int(state.cpu_free[node])
     usable = float(prefix[bisect_right(t.theta_list, cpu)])
-    gap = float(sum(free)) - cpu / float(t.safe_ratio[model])
-    weight = strand * float(t.has_ratio[model])
-    return _Node(model, free, full, prefix, cpu, usable - weight * max(0.0, gap), gap)
+    ratio, has = t.ratio_of[model]
+    gap = float(sum(free)) - cpu / ratio
+    return _Node(model, free, full, prefix, cpu, usable - strand * has * max(0.0, gap), gap)
 
 
 def column(t: FragTables, state: ClusterState, node: int, plan: Plan) -> FloatArray:
@@ -79,8 +79,8 @@ def column(t: FragTables, state: ClusterState, node: int, plan: Plan) -> FloatAr
     tau = t.theta.searchsorted(left_cpu, side="right")
     y = (n.base + plan.offset) - n.prefix[tau] + t.wt[n.model, n.full][tau, plan.take]
     if plan.strand:
-        weight = plan.strand * float(t.has_ratio[n.model])
-        y += weight * np.maximum(0.0, n.gap + plan.cpu_over[n.model])
+        y += (plan.strand * t.ratio_of[n.model][1]) * np.maximum(0.0, n.gap
+                                                                 + plan.cpu_over[n.model])
     ok = (left_cpu >= 0) & keys.by_model[n.model] & (n.full >= keys.whole_count)
     if keys.frac.size:
         values = np.array(sorted(set(n.free), reverse=True), dtype=np.int64)  # 1000 first

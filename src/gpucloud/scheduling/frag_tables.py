@@ -163,11 +163,15 @@ class FragTables:
         n = len(state)
         present = np.arange(width) < state.gpu_count[:, None]
         self.fast: BoolArray = ((state.gpu_model == state.gpu_model[:, :1]) | ~present).all(1)
+        all_ok = np.asarray((state.gpu_ok | ~present).all(axis=1), dtype=np.bool_)
+        self.all_ok: list[bool] = all_ok.tolist()
         self.model = state.gpu_model[:, 0].copy()  # the node's (first device's) model
         # CPU-stranded GPU (frag.stranded_milli) at each node's model's CPU per GPU milli.
         ratio = cpu_per_gpu_milli(dist)
         self.has_ratio = (ratio > 0).astype(np.float64)
         self.safe_ratio = np.where(ratio > 0, ratio, 1.0)
+        self.ratio_of: list[tuple[float, float]] = list(zip(  # per model: (ratio, has one)
+            self.safe_ratio.tolist(), self.has_ratio.tolist(), strict=True))
         self.version = np.full(n, -1, dtype=np.int64)
         self.prefix = np.zeros((n, g + 1))  # usable milli if only the first tau requests fit
         self.usable = np.zeros(n)

@@ -77,6 +77,11 @@ class ScoreMatrix:
         self.seen = len(state.changed)
         self.rows = np.full((8, n), -np.inf)  # [key, tie position]
         self.memory = state.mem_free[order]  # by tie position
+        # Per memory size asked so far, 0 where a node has that much free and -inf where not:
+        # the masked search adds it to a row (one pass instead of compare, select).
+        self.levels: dict[int, int] = {}
+        self.level_memory = np.zeros(0, dtype=np.int64)
+        self.penalty = np.zeros((0, n))
         # Unhealthy nodes take nothing, nor do nodes with negative free memory.
         self._live = np.where(state.healthy, self.bias, -np.inf)
 
@@ -138,7 +143,10 @@ class ScoreMatrix:
         live = np.where(self.state.mem_free[nodes] >= 0, self._live[nodes], -np.inf)
         pos = self.pos[nodes]
         self.rows[first:k, pos] = np.where(score >= 0, score + live, -np.inf)
-        self.memory[pos] = self.state.mem_free[nodes]
+        mem = self.state.mem_free[nodes]
+        self.memory[pos] = mem
+        if self.levels:
+            self.penalty[:, pos] = np.where(mem >= self.level_memory[:, None], 0.0, -np.inf)
 
     def _write_one(self, node: int) -> None:
         k, p = len(self.shapes), int(self.pos[node])
@@ -147,6 +155,17 @@ class ScoreMatrix:
         live = float(self._live[node]) if mem >= 0 else -np.inf
         self.rows[:k, p] = np.where(score >= 0, score + live, -np.inf)
         self.memory[p] = mem
+        if self.levels:
+            self.penalty[:, p] = np.where(mem >= self.level_memory, 0.0, -np.inf)
+
+    def _penalty(self, memory: int) -> FloatArray:
+        level = self.levels.get(memory)
+        if level is None:
+            level = self.levels[memory] = len(self.level_memory)
+            self.level_memory = np.append(self.level_memory, memory)
+            row = np.where(self.memory >= memory, 0.0, -np.inf)
+            self.penalty = np.concatenate((self.penalty, row[None, :]))
+        return self.penalty[level]
 
     def key(self, shape: Shape) -> int:
         """The scores of ``shape`` (memory aside), on every node's state when first seen."""
@@ -179,7 +198,7 @@ class ScoreMatrix:
             return None
         memory = shape.memory_mib
         if self.memory[p] < memory:
-            row = np.where(self.memory >= memory, row, -np.inf)
+            row = row + self._penalty(memory)
             p = int(row.argmax())
             if row[p] == -np.inf:
                 return None

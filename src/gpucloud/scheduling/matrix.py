@@ -165,7 +165,8 @@ class ScoreMatrix:
             self.level_memory = np.append(self.level_memory, memory)
             row = np.where(self.memory >= memory, 0.0, -np.inf)
             self.penalty = np.concatenate((self.penalty, row[None, :]))
-        return self.penalty[level]
+        penalty: FloatArray = self.penalty[level]
+        return penalty
 
     def key(self, shape: Shape) -> int:
         """The scores of ``shape`` (memory aside), on every node's state when first seen."""

@@ -18,6 +18,7 @@ class Tunables:
     node_silence_s: float = 6.0  # a node not reported for this long is unhealthy
     tick_s: float = 0.5  # the loop's period when nothing wakes it earlier
     queue_window: int = 256  # queued jobs the scheduler looks at per pass, from the head
+    launch_concurrency: int = 8  # engine launches in flight at once (each waits on the engine)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ it twice. Engine calls happen outside database transactions.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,20 +17,21 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from gpucloud.controllers.context import Context
+from gpucloud.controllers.launch_spec import build_launch_spec
 from gpucloud.core.clock import as_utc
-from gpucloud.core.errors import EngineError
+from gpucloud.core.errors import EngineError, EngineUnavailable, GpucloudError
 from gpucloud.core.faults import exit_hint
-from gpucloud.core.launch_env import Rendezvous, job_environment, rendezvous_port
 from gpucloud.core.lifecycle import Decision, Observed, StopReason, decide, finish_unlaunched
 from gpucloud.core.states import JobState, Reason
-from gpucloud.engines.base import EngineRef, LaunchSpec, ReplicaSpec, RunStatus
+from gpucloud.engines.base import EngineRef, LaunchSpec, RunStatus
 from gpucloud.store.health import record_exit_hint
 from gpucloud.store.jobs import active_allocations
-from gpucloud.store.models import Allocation, Device, Job, Node
+from gpucloud.store.models import Allocation, Job
 from gpucloud.store.restarts import credit_fault, requeue_after_fault
 from gpucloud.store.transitions import transition
 
 log = logging.getLogger("gpucloud.launcher")
+LAUNCH_BATCH = 64  # jobs launched per transaction pair
 HINT_TAIL_BYTES = 8192  # how much of a failed job's output is searched for GPU errors
 
 
@@ -45,13 +47,15 @@ class LauncherController:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self._executor: ThreadPoolExecutor | None = None
 
     def reconcile_once(self) -> None:
-        for job_id in self._scheduled_job_ids():
+        scheduled = self._scheduled_job_ids()
+        for first in range(0, len(scheduled), LAUNCH_BATCH):
             try:
-                self._launch(job_id)
+                self._launch(scheduled[first:first + LAUNCH_BATCH])
             except StaleDataError:
-                log.info("job %s changed while launching; retrying next pass", job_id)
+                log.info("a job changed while launching; retrying next pass")
         self._observe()
 
     # --- launching ---------------------------------------------------------------------------
@@ -64,97 +68,82 @@ class LauncherController:
                 )
             )
 
-    def _launch(self, job_id: str) -> None:
+    def _launch(self, job_ids: list[str]) -> None:
+        """Launch a batch: the intents in one transaction, the engine calls side by side (a
+        Slurm sbatch waits on slurmctld, not on us), the outcomes in one transaction."""
+        specs = self._prepare(job_ids)
+        if not specs:
+            return
+        outcomes = list(self._pool().map(self._engine_launch, specs))
         now = self.ctx.clock.now()
         with self.ctx.db.write() as session:
-            job = session.get(Job, job_id)
-            allocations = active_allocations(session, job_id)
-            if job is None or job.state != JobState.SCHEDULED or not allocations:
-                return
-            attempted = any(a.launch_attempted_at is not None for a in allocations)
-            if job.stop_request is not None and not attempted:
-                finish = finish_unlaunched(StopReason(job.stop_request))
-                transition(session, job, finish.state, finish.reason, now, finish.message)
-                return
-            for allocation in allocations:
-                allocation.launch_attempted_at = allocation.launch_attempted_at or now
-            spec = self._launch_spec(session, job, allocations)
-        try:
-            ref = self.ctx.engine.launch(spec)
-        except EngineError as err:
-            with self.ctx.db.write() as session:
-                job = session.get(Job, job_id)
-                if job is not None and job.state == JobState.SCHEDULED:
-                    transition(
-                        session,
-                        job,
-                        JobState.FAILED,
-                        Reason.LAUNCH_FAILED,
-                        self.ctx.clock.now(),
-                        str(err),
-                    )
-            return
-        with self.ctx.db.write() as session:
-            job = session.get(Job, job_id)
-            allocations = active_allocations(session, job_id)
-            ids = {a.id for a in allocations}
-            if job is None or job.state != JobState.SCHEDULED or ids != _ids(spec):
-                return
-            for allocation in allocations:
-                allocation.engine_ref = ref
-            transition(
-                session,
-                job,
-                JobState.STARTING,
-                Reason.LAUNCHED,
-                self.ctx.clock.now(),
-                f"launched on {', '.join(a.node_id for a in allocations)}",
-            )
+            for spec, outcome in zip(specs, outcomes, strict=True):
+                self._record(session, spec, outcome, now)
 
-    def _launch_spec(self, session: Session, job: Job, allocations: list[Allocation]) -> LaunchSpec:
-        master = session.get_one(Node, allocations[0].node_id)
-        checkpoint_dir = self.ctx.engine.checkpoint_dir(job.id)
-        port = rendezvous_port(allocations[0].id)
-        replicas = []
-        for rank, allocation in enumerate(allocations):
-            devices = [session.get_one(Device, d) for d in allocation.device_ids]
-            indexes = [d.index for d in devices]
-            env = job_environment(
-                user_env=job.spec.get("env", {}),
-                job_id=job.id,
-                job_name=job.name,
-                allocation_id=allocation.id,
-                node_id=allocation.node_id,
-                checkpoint_dir=checkpoint_dir,
-                restart_count=job.restart_count,
-                gpu_model=devices[0].model if devices else None,
-                device_indexes=indexes,
-                simulated=any(d.simulated for d in devices),
-                rendezvous=Rendezvous(rank, len(allocations), master.address, port),
+    def _prepare(self, job_ids: list[str]) -> list[LaunchSpec]:
+        """Write ``launch_attempted_at`` before the engine is called (a restart then knows the
+        job may be running, and the idempotent launch finds it), and build the specs."""
+        now = self.ctx.clock.now()
+        specs = []
+        with self.ctx.db.write() as session:
+            for job_id in job_ids:
+                job = session.get(Job, job_id)
+                allocations = active_allocations(session, job_id)
+                if job is None or job.state != JobState.SCHEDULED or not allocations:
+                    continue
+                attempted = any(a.launch_attempted_at is not None for a in allocations)
+                if job.stop_request is not None and not attempted:
+                    finish = finish_unlaunched(StopReason(job.stop_request))
+                    transition(session, job, finish.state, finish.reason, now, finish.message)
+                    continue
+                for allocation in allocations:
+                    allocation.launch_attempted_at = allocation.launch_attempted_at or now
+                specs.append(build_launch_spec(session, self.ctx.engine, job, allocations))
+        return specs
+
+    def _engine_launch(self, spec: LaunchSpec) -> EngineRef | GpucloudError:
+        try:
+            return self.ctx.engine.launch(spec)
+        except (EngineError, EngineUnavailable) as err:
+            return err
+
+    def _record(self, session: Session, spec: LaunchSpec, outcome: EngineRef | GpucloudError,
+                now: datetime) -> None:
+        if isinstance(outcome, EngineUnavailable):  # transient: the next pass launches again
+            log.warning("job %s: the engine is unavailable, will retry: %s", spec.job_id, outcome)
+            return
+        job = session.get(Job, spec.job_id)
+        if job is None or job.state != JobState.SCHEDULED:
+            return  # cancelled meanwhile: the next look at the run stops it
+        if isinstance(outcome, GpucloudError):
+            transition(session, job, JobState.FAILED, Reason.LAUNCH_FAILED, now, str(outcome))
+            return
+        allocations = active_allocations(session, spec.job_id)
+        if {a.id for a in allocations} != {r.allocation_id for r in spec.replicas}:
+            return
+        for allocation in allocations:
+            allocation.engine_ref = outcome
+        transition(session, job, JobState.STARTING, Reason.LAUNCHED, now,
+                   f"launched on {', '.join(a.node_id for a in allocations)}")
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.ctx.tunables.launch_concurrency,
+                thread_name_prefix="gpucloud-launch",
             )
-            replicas.append(ReplicaSpec(
-                allocation_id=allocation.id,
-                node_id=allocation.node_id,
-                rank=rank,
-                device_indexes=indexes,
-                env=env,
-                cpu_milli=allocation.cpu_milli,
-                memory_mib=allocation.memory_mib,
-            ))
-        return LaunchSpec(
-            job_id=job.id,
-            command=list(job.spec["command"]),
-            replicas=replicas,
-            time_limit_s=job.max_duration_s,
-        )
+        return self._executor
 
     # --- watching ----------------------------------------------------------------------------
 
     def _observe(self) -> None:
+        """Ask the engine about every launched run; take the write lock only for the runs whose
+        decision changes something (most passes change nothing for most runs)."""
         with self.ctx.db.read() as session:
-            grouped: dict[tuple[str, str], list[str]] = {}
-            for job_id, allocation_id, ref in session.execute(
-                select(Job.id, Allocation.id, Allocation.engine_ref)
+            grouped: dict[tuple[str, str], list[Allocation]] = {}
+            jobs: dict[str, Job] = {}
+            for job, allocation in session.execute(
+                select(Job, Allocation)
                 .join(Allocation, Allocation.job_id == Job.id)
                 .where(
                     Job.state.in_([JobState.STARTING, JobState.RUNNING]),
@@ -163,41 +152,67 @@ class LauncherController:
                 )
                 .order_by(Job.id, Allocation.replica)
             ):
-                if ref is not None:
-                    grouped.setdefault((job_id, ref), []).append(allocation_id)
-        launched = [_Launched(job, tuple(ids), ref) for (job, ref), ids in grouped.items()]
-        if not launched:
+                if allocation.engine_ref is not None:
+                    jobs[job.id] = job
+                    grouped.setdefault((job.id, allocation.engine_ref), []).append(allocation)
+        if not grouped:
             return
-        statuses = self.ctx.engine.status([item.ref for item in launched])
-        for item in launched:
-            try:
-                self._reconcile_run(item, statuses[item.ref])
-            except StaleDataError:
-                log.info("job %s changed while observing; retrying next pass", item.job_id)
-
-    def _reconcile_run(self, item: _Launched, run: RunStatus) -> None:
+        refs = [ref for _, ref in grouped]
+        statuses = self.ctx.engine.status(refs)
         now = self.ctx.clock.now()
+        acting = [
+            (_Launched(job_id, tuple(a.id for a in allocations), ref), statuses[ref])
+            for (job_id, ref), allocations in grouped.items()
+            if _acts(self._decide(jobs[job_id], allocations[0], statuses[ref], now))
+        ]
+        if acting:
+            self._reconcile_runs(acting)
+
+    def _decide(self, job: Job, rank0: Allocation, run: RunStatus, now: datetime) -> Decision:
+        return decide(
+            _observed(job, rank0, run),
+            now,
+            self.ctx.tunables.stop_grace_s,
+            self.ctx.tunables.funds_stop_grace_s,
+        )
+
+    def _reconcile_runs(self, acting: list[tuple[_Launched, RunStatus]]) -> None:
+        """Apply the decisions in one transaction, each in its own savepoint (a job that
+        changed under us is retried next pass without undoing the others)."""
+        now = self.ctx.clock.now()
+        done: list[tuple[_Launched, Decision, str]] = []
         with self.ctx.db.write() as session:
-            job = session.get(Job, item.job_id)
-            allocations = [session.get(Allocation, a) for a in item.allocation_ids]
-            if job is None or any(a is None or not a.active for a in allocations):
-                return
-            held = [a for a in allocations if a is not None]
-            decision = decide(
-                _observed(job, held[0], run),
-                now,
-                self.ctx.tunables.stop_grace_s,
-                self.ctx.tunables.funds_stop_grace_s,
-            )
-            self._apply(session, job, held, decision, run)
+            for item, run in acting:
+                try:
+                    with session.begin_nested():
+                        applied = self._reconcile_run(session, item, run, now)
+                except StaleDataError:
+                    log.info("job %s changed while observing; retrying next pass", item.job_id)
+                    continue
+                if applied is not None:
+                    done.append((item, *applied))
         # Signals go out after the commit: the intent is durable before the act.
-        if decision.request_stop is not None:
-            self.ctx.engine.stop(item.ref)
-        if decision.force_stop:
-            self.ctx.engine.stop(item.ref, force=True)
-        finish = decision.finish
-        if finish is not None and finish.reason is Reason.EXIT_NONZERO and not decision.restart:
-            self._hint(item, held[0].node_id)
+        for item, decision, node_id in done:
+            if decision.request_stop is not None:
+                self.ctx.engine.stop(item.ref)
+            if decision.force_stop:
+                self.ctx.engine.stop(item.ref, force=True)
+            finish = decision.finish
+            if finish is not None and finish.reason is Reason.EXIT_NONZERO and not (
+                    decision.restart):
+                self._hint(item, node_id)
+
+    def _reconcile_run(self, session: Session, item: _Launched, run: RunStatus,
+                       now: datetime) -> tuple[Decision, str] | None:
+        job = session.get(Job, item.job_id)
+        allocations = [session.get(Allocation, a) for a in item.allocation_ids]
+        if job is None or any(a is None or not a.active for a in allocations):
+            return None
+        held = [a for a in allocations if a is not None]
+        decision = self._decide(job, held[0], run, now)  # again: the row may have moved
+        self._apply(session, job, held, decision, run)
+        session.flush()  # inside the savepoint: a stale row fails here, alone
+        return decision, held[0].node_id
 
     def _hint(self, item: _Launched, node_id: str) -> None:
         """A failed job whose last output mentions a CUDA or NCCL error leaves a hint for
@@ -269,8 +284,9 @@ def _ended_at(run: RunStatus, allocation: Allocation, now: datetime) -> datetime
     return max(allocation.started_at, min(now, run.finished_at))
 
 
-def _ids(spec: LaunchSpec) -> set[str]:
-    return {r.allocation_id for r in spec.replicas}
+def _acts(decision: Decision) -> bool:
+    return bool(decision.mark_running or decision.finish or decision.request_stop
+                or decision.force_stop)
 
 
 def _observed(job: Job, allocation: Allocation, run: RunStatus) -> Observed:

@@ -9,6 +9,8 @@ from typing import Protocol
 
 from sqlalchemy.exc import OperationalError
 
+from gpucloud.core.errors import EngineUnavailable
+
 log = logging.getLogger("gpucloud.controllers")
 
 
@@ -43,6 +45,8 @@ class ControlLoop:
                 controller.reconcile_once()
             except OperationalError as err:  # database briefly unavailable: retry next tick
                 log.warning("%s: database error, will retry: %s", controller.name, err)
+            except EngineUnavailable as err:  # the engine restarting: retry next tick
+                log.warning("%s: engine unavailable, will retry: %s", controller.name, err)
             except Exception:
                 log.exception("%s: reconcile failed, will retry", controller.name)
         self.passes += 1

@@ -78,3 +78,11 @@ class EngineError(GpucloudError):
     """The execution engine refused or failed an operation."""
 
     code = "engine_error"
+
+
+class EngineUnavailable(GpucloudError):
+    """The engine did not answer (it may be restarting): try again later. Not an EngineError,
+    which is a refusal: a launch that meets this is retried (launches are idempotent), never
+    failed."""
+
+    code = "engine_unavailable"

@@ -78,9 +78,15 @@ def transition(
 def release_allocations(session: Session, job_id: str, now: datetime) -> None:
     """Free every device and core a job holds. Idempotent."""
     active = select(Allocation.id).where(Allocation.job_id == job_id, Allocation.active)
-    session.execute(delete(DeviceClaim).where(DeviceClaim.allocation_id.in_(active)))
+    # Claims are never read back in the same transaction: no need to sync the session (which
+    # would cost a SELECT). Allocations are, and their criteria evaluate in Python cheaply.
+    session.execute(
+        delete(DeviceClaim).where(DeviceClaim.allocation_id.in_(active)),
+        execution_options={"synchronize_session": False},
+    )
     session.execute(
         update(Allocation)
-        .where(Allocation.job_id == job_id, Allocation.active)
-        .values(active=False, released_at=now)
+        .where(Allocation.job_id == job_id, Allocation.active.is_(True))
+        .values(active=False, released_at=now),
+        execution_options={"synchronize_session": "evaluate"},
     )

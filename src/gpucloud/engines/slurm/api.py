@@ -7,20 +7,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from gpucloud.core.errors import GpucloudError
+from gpucloud.core.errors import EngineUnavailable
 from gpucloud.engines.slurm.script import Submission
 
 __all__ = ["SlurmApi", "SlurmUnavailable", "Submission"]
 
 
-class SlurmUnavailable(GpucloudError):
-    """slurmctld (or slurmrestd) did not answer: it may be restarting. Retry later.
-
-    Deliberately not an EngineError: the launcher fails a job on EngineError (a refusal),
-    while this is transient. Raised out of a controller pass, it makes the control loop retry
-    the pass on its next tick, and launch is idempotent, so the retry submits at most once."""
-
-    code = "engine_unavailable"
+class SlurmUnavailable(EngineUnavailable):
+    """slurmctld (or slurmrestd) did not answer: it may be restarting. Retry later (the
+    launcher and the control loop do; launch is idempotent, so a retry submits at most once)."""
 
 
 class SlurmApi(Protocol):

@@ -48,13 +48,12 @@ from gpucloud.engines.base import (
     RunStatus,
 )
 from gpucloud.engines.fault_log import FaultLog
+from gpucloud.engines.logfile import read_output
 from gpucloud.engines.nvml_health import NvmlHealthMonitor, nvml_burn_in
 
 log = logging.getLogger(__name__)
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-_CHUNK = 64 * 1024
-_LOG_POLL_S = 0.2
 LOST_NO_RUN = "no such run"
 LOST_SUPERVISOR = "supervisor died without recording an exit status"
 
@@ -434,23 +433,6 @@ class LocalEngine:
             path = self._run_dir(ref) / "output.log"
         except EngineError:
             return
-        handle = None
-        try:
-            while True:
-                # Decide "finished" before reading, so output written just before the end is read.
-                finished = not follow or self._status(ref).phase is not RunPhase.RUNNING
-                if handle is None:
-                    try:
-                        handle = path.open("rb")
-                        handle.seek(offset)
-                    except FileNotFoundError:
-                        handle = None
-                if handle is not None:
-                    while chunk := handle.read(_CHUNK):
-                        yield chunk
-                if finished:
-                    return
-                time.sleep(_LOG_POLL_S)
-        finally:
-            if handle is not None:
-                handle.close()
+        yield from read_output(
+            path, offset, follow, lambda: self._status(ref).phase is not RunPhase.RUNNING
+        )

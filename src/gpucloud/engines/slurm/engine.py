@@ -29,6 +29,7 @@ from gpucloud.engines.base import (
     RunPhase,
     RunStatus,
 )
+from gpucloud.engines.logfile import read_output
 from gpucloud.engines.slurm.api import SlurmApi, SlurmUnavailable
 from gpucloud.engines.slurm.cli import command_env
 from gpucloud.engines.slurm.parse import (
@@ -44,8 +45,6 @@ from gpucloud.engines.slurm.status import RunFiles, is_terminal, run_status
 
 log = logging.getLogger("gpucloud.engines.slurm")
 
-_CHUNK = 64 * 1024
-_LOG_POLL_S = 0.2
 _FINAL_MEMO = 20_000  # ended runs remembered in memory (their status never changes)
 
 
@@ -343,26 +342,7 @@ class SlurmEngine:
             path = self.dirs.run_dir(ref) / "rank-0.log"
         except EngineError:
             return
-        handle = None
-        try:
-            while True:
-                # Decide "ended" before reading, so output written just before the end is read.
-                ended = not follow or self._ended(ref)
-                if handle is None:
-                    try:
-                        handle = path.open("rb")
-                        handle.seek(offset)
-                    except FileNotFoundError:
-                        handle = None
-                if handle is not None:
-                    while chunk := handle.read(_CHUNK):
-                        yield chunk
-                if ended:
-                    return
-                time.sleep(_LOG_POLL_S)
-        finally:
-            if handle is not None:
-                handle.close()
+        yield from read_output(path, offset, follow, lambda: self._ended(ref))
 
     # -- health signals (the self-healing contract) ----------------------------------------------
 

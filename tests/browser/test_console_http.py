@@ -230,7 +230,11 @@ def test_submit_from_the_form_runs_the_job_once_even_if_sent_twice(h: Harness) -
     assert page.status_code == 200 and "RUNNING" in page.text
     h.engine.exit(job_id, 0)
     h.settle()
-    assert "SUCCEEDED" in alice.get(f"/jobs/{job_id}?part=summary").text
+    summary = alice.get(f"/jobs/{job_id}?part=summary").text
+    assert "SUCCEEDED" in summary and "data-live-done" not in summary  # its last charge may come
+    h.clock.advance(11)
+    for part in ("summary", "timeline"):  # then the page stops polling
+        assert "data-live-done" in alice.get(f"/jobs/{job_id}?part={part}").text
 
 
 def test_the_job_page_says_why_a_job_waits_and_cancels_it(h: Harness) -> None:

@@ -18,7 +18,7 @@ distinct node state for all shapes at once, which a long pass amortises.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,6 +79,18 @@ class Placer:
         self._matrix_after = matrix_after or 0
         self._decisions = 0
         self.matrix: ScoreMatrix | None = None
+
+    def prepare(self, shapes: Iterable[Shape]) -> None:
+        """Shapes a long pass will ask for: a block scorer scores them all now, while most
+        nodes still share a few states, instead of one by one on first use."""
+        if not self._blocks:
+            return
+        if self.matrix is None:
+            self.matrix = ScoreMatrix(self.state, self.scorer,  # type: ignore[arg-type]
+                                      self.order, self.bias)
+        self.matrix.sync()
+        for shape in shapes:
+            self.matrix.key(shape)
 
     def _use_matrix(self) -> ScoreMatrix | None:
         if self.matrix is None and self._blocks:

@@ -70,6 +70,7 @@ class ScoreMatrix:
         self.index: dict[Key, int] = {}
         self.keys = Keys.build([], state)
         self.plan = scorer.plan(state, self.keys)
+        self._stale_keys = False
         self._ids: dict[tuple[int, ...], int] = {}
         self.known = np.zeros(64, dtype=np.int64)  # per state: scores known for keys < this
         self.score = np.full((64, 8), -1, dtype=np.int8)  # [state, key]
@@ -101,6 +102,13 @@ class ScoreMatrix:
                 self.score = _grow(self.score, self.known.size, self.score.shape[1], -1)
         return sid
 
+    def _current(self) -> None:
+        """Rebuild the shape arrays after new shapes (once, not per shape added)."""
+        if self._stale_keys:
+            self.keys = Keys.build(self.shapes, self.state)
+            self.plan = self.scorer.plan(self.state, self.keys)
+            self._stale_keys = False
+
     def _fill_states(self, nodes: IntArray, keys: Keys, first: int) -> None:
         """Scores of ``keys`` (key indices ``first``...) for the states of ``nodes``."""
         if nodes.size == 1:
@@ -130,6 +138,7 @@ class ScoreMatrix:
             if self.known[sid] < len(self.shapes):
                 stale.append(i)
         if stale:
+            self._current()
             self._fill_states(np.array(stale, dtype=np.int64), self.keys, 0)
         if len(nodes) == 1:
             self._write_one(nodes[0])
@@ -177,8 +186,7 @@ class ScoreMatrix:
         k = self.index[key] = len(self.shapes)
         self.shapes.append(Shape(shape.cpu_milli, 0, shape.gpu_count, shape.gpu_milli,
                                  shape.gpu_models))
-        self.keys = Keys.build(self.shapes, self.state)
-        self.plan = self.scorer.plan(self.state, self.keys)
+        self._stale_keys = True
         if k >= self.score.shape[1]:
             self.score = _grow(self.score, self.score.shape[0], 2 * k, -1)
         if k >= self.rows.shape[0]:

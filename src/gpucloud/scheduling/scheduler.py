@@ -36,6 +36,7 @@ from gpucloud.scheduling.quota import QuotaLedger
 from gpucloud.scheduling.state import ClusterState
 
 Members = tuple[Workload, ...]  # one workload, or every member of a gang
+_PREPARE_AT = 256  # queue length from which the placer scores every queued shape up front
 
 
 @dataclass(frozen=True)
@@ -289,6 +290,8 @@ def schedule(snapshot: ClusterSnapshot, queue: Sequence[Workload], scorer: Score
     allowed_levels(config.gang_max_level)  # fail early on a misspelt level
     units, waiting = _units(queue)
     run = _Pass(snapshot, scorer, config, running)
+    if len(queue) > _PREPARE_AT:
+        run.placer.prepare(w.shape for w in queue)
     run.waiting += waiting
     run.run(units)
     return SchedulePlan(tuple(run.placements), tuple(run.preemptions), tuple(run.waiting),

@@ -19,7 +19,7 @@ import numpy as np
 from gpucloud.scheduling.frag import FloatArray
 from gpucloud.scheduling.frag_tables import _BOUNDS, FragTables, Keys, points
 from gpucloud.scheduling.model import MILLI, Shape
-from gpucloud.scheduling.state import ClusterState, IntArray
+from gpucloud.scheduling.state import BoolArray, ClusterState, IntArray
 
 _BOUND_LIST = _BOUNDS.tolist()
 
@@ -39,6 +39,7 @@ class Plan:
     # Free CPU values where some shape's fit or some typical request's hosting changes.
     breaks: list[int]
     partial: dict[tuple[int, ...], FloatArray] = field(default_factory=dict)
+    fits: dict[tuple[int, int], BoolArray] = field(default_factory=dict)  # by (model, F)
 
     @classmethod
     def build(cls, t: FragTables, keys: Keys, centre: float, strand: float) -> Plan:
@@ -61,18 +62,21 @@ def _partial(t: FragTables, model: int, row: IntArray, free: list[int], cpu: int
     left_cpu = cpu - keys.cpu
     tau = t.theta.searchsorted(left_cpu, side="right")
     y = (usable + plan.offset) - prefix[tau] + t.wt[model, full][tau, plan.take]
-    ok = (left_cpu >= 0) & keys.by_model[model] & (full >= keys.whole_count)
+    fits = plan.fits.get((model, full))
+    if fits is None:  # model allowed and, for whole GPUs, enough fully free devices
+        fits = plan.fits[(model, full)] = keys.by_model[model] & (full >= keys.whole_count)
     if keys.frac.size:
-        values = np.array(sorted(set(free), reverse=True), dtype=np.int64)  # 1000 first
+        # bv_left[., 1 + v] = bv[., v], bv_left[., 0] = -inf: a device too small for the
+        # fraction (v - milli < 0) loses infinitely much.
+        shifted = np.array(sorted(set(free), reverse=True), dtype=np.int64) + 1  # 1000 first
         tf = tau[keys.frac]
-        at = tf * (MILLI + 1)
-        left = values - plan.frac_milli[:, None]  # (Kf, values); < 0: does not fit
-        dev = (t.bv[model].reshape(-1)[at[:, None] + values]
-               - t.bv_left[model].reshape(-1)[(at + tf + 1)[:, None] + np.maximum(left, -1)])
+        at = (tf * (MILLI + 2))[:, None]
+        flat = t.bv_left[model].reshape(-1)
+        dev = flat[at + shifted] - flat[at + np.maximum(shifted - plan.frac_milli[:, None], 0)]
         if full:
             dev[:, 0] += t.pw_step[model, full, tf]
         y[keys.frac] += np.minimum.reduce(dev, axis=1)  # +inf if no device takes it
-    return np.where(ok, y, np.inf)
+    return np.where((left_cpu >= 0) & fits, y, np.inf)
 
 
 def _free(t: FragTables, state: ClusterState, node: int) -> tuple[IntArray, list[int]]:
@@ -107,8 +111,8 @@ def column(t: FragTables, state: ClusterState, node: int, plan: Plan) -> FloatAr
         y = plan.partial[key] = _partial(t, model, row, free, cpu, plan)
     if plan.strand:
         weight, gap = _stranding(t, model, free, cpu, plan.strand)
-        y = y + weight * (np.maximum(0.0, gap + plan.cpu_over[model]) - max(0.0, gap))
-    return np.where(y < np.inf, points(y), -1.0)
+        y = y + (weight * (np.maximum(0.0, gap + plan.cpu_over[model]) - max(0.0, gap)))
+    return points(y)  # -1 where y is +inf
 
 
 def fraction_device(t: FragTables, state: ClusterState, node: int, shape: Shape,

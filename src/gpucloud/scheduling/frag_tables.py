@@ -60,11 +60,13 @@ def _bounds() -> FloatArray:
         lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
 
 
-_BOUNDS = _bounds()
+# A last bound no finite growth reaches: +inf (a shape that cannot go there) scores -1.
+_BOUNDS = np.append(_bounds(), 1e300)
 
 
 def points(x: FloatArray) -> FloatArray:
-    """FGD's integer score of a growth x (milli): ``floor(100 sigmoid(-x / 1000))``."""
+    """FGD's integer score of a growth x (milli): ``floor(100 sigmoid(-x / 1000))``; -1 for
+    +inf."""
     return np.asarray(100 - _BOUNDS.searchsorted(x, side="left"), dtype=np.float64)
 
 

@@ -67,22 +67,32 @@ class Domains:
         return cls(by_level)
 
     def layout(self, level: str) -> Layout:
-        """Built on first use (passes without gangs never pay for it)."""
+        """Built on first use (passes without gangs never pay for it). A domain is not fresh
+        when its nodes are exactly one domain of a finer level: all in the same one, and as
+        many."""
         if not self._layouts:
-            spans: set[frozenset[int]] = set()
+            count = 1 + max((int(idx.max()) for _, idx in self.by_level["node"]), default=-1)
+            domain_of: dict[str, IntArray] = {}
+            sizes_of: dict[str, IntArray] = {}
             for lv in LEVELS:
                 domains = self.by_level[lv]
-                fresh = []
-                for _, idx in domains:
-                    span = frozenset(idx.tolist())
-                    fresh.append(span not in spans)
-                    spans.add(span)
                 sizes = np.array([idx.size for _, idx in domains], dtype=np.int64)
-                self._layouts[lv] = Layout(
-                    np.concatenate([idx for _, idx in domains]) if domains
-                    else np.zeros(0, dtype=np.int64),
-                    np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64),
-                    np.array(fresh, dtype=np.bool_))
+                nodes = (np.concatenate([idx for _, idx in domains]) if domains
+                         else np.zeros(0, dtype=np.int64))
+                starts = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+                fresh = np.ones(len(domains), dtype=np.bool_)
+                for finer, their in domain_of.items():
+                    if not domains:
+                        break
+                    ids = their[nodes]
+                    low = np.minimum.reduceat(ids, starts)
+                    same = (low == np.maximum.reduceat(ids, starts)) & (sizes_of[finer][low]
+                                                                         == sizes)
+                    fresh &= ~same
+                owner = np.zeros(count, dtype=np.int64)
+                owner[nodes] = np.repeat(np.arange(len(domains)), sizes)
+                domain_of[lv], sizes_of[lv] = owner, sizes
+                self._layouts[lv] = Layout(nodes, starts, fresh)
         return self._layouts[level]
 
 

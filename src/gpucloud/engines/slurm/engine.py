@@ -17,9 +17,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from gpucloud.core.errors import EngineError
+from gpucloud.core.faults import SignalKind
 from gpucloud.engines.base import (
     BurnInResult,
     EngineRef,
@@ -29,6 +31,7 @@ from gpucloud.engines.base import (
     RunPhase,
     RunStatus,
 )
+from gpucloud.engines.fault_log import FaultLog
 from gpucloud.engines.logfile import read_output
 from gpucloud.engines.slurm.api import SlurmApi, SlurmUnavailable
 from gpucloud.engines.slurm.cli import command_env
@@ -44,6 +47,7 @@ from gpucloud.engines.slurm.script import launch_of, render
 from gpucloud.engines.slurm.status import RunFiles, is_terminal, run_status
 
 log = logging.getLogger("gpucloud.engines.slurm")
+DRILL_REASON = "gpucloud drill: heartbeat loss"
 
 _FINAL_MEMO = 20_000  # ended runs remembered in memory (their status never changes)
 
@@ -107,6 +111,7 @@ class SlurmEngine:
         self._nodes: list[NodeReport] = []
         self._nodes_at: float | None = None
         self._warned_unavailable = False
+        self._faults = FaultLog(shared_dir / "faults.jsonl")
 
     # -- nodes ---------------------------------------------------------------------------------
 
@@ -348,8 +353,31 @@ class SlurmEngine:
 
     def faults(self, after: int) -> list[FaultSignal]:
         """Slurm has no stream of Xid/ECC events to give: its node states (DOWN, DRAIN,
-        NOT_RESPONDING) reach gpucloud as node health in ``nodes()`` instead."""
-        return []
+        NOT_RESPONDING) reach gpucloud as node health in ``nodes()``. What is here are the
+        drills' injected faults (and whatever a node agent appends to the same log)."""
+        return self._faults.after(after)
+
+    def inject_fault(self, node_id: str, kind: SignalKind, device_index: int | None,
+                     code: int | None, duration_s: float) -> None:
+        """A drill. An Xid or ECC fault enters the fault log as a real one would; a heartbeat
+        loss takes the node DOWN in Slurm (which kills its jobs, as losing the node does) and
+        resumes it after ``duration_s``."""
+        if node_id not in {n.id for n in self._nodes or self.nodes()}:
+            raise EngineError(f"Slurm has no node {node_id!r}")
+        if kind is not SignalKind.HEARTBEAT_LOSS:
+            self._faults.append(node_id, kind, datetime.now(UTC), device_index, code,
+                                "injected (drill)")
+            return
+        self.api.update_node(node_id, "down", DRILL_REASON)
+        timer = threading.Timer(duration_s, self._end_drill, args=(node_id,))
+        timer.daemon = True
+        timer.start()
+
+    def _end_drill(self, node_id: str) -> None:
+        try:
+            self.api.update_node(node_id, "resume")
+        except (EngineError, SlurmUnavailable) as err:
+            log.warning("node %s: could not resume it after the drill: %s", node_id, err)
 
     def burn_in(self, node_id: str, device_index: int | None) -> BurnInResult:
         """No hardware probe from the control plane (Slurm's HealthCheckProgram runs on the

@@ -132,3 +132,4 @@ def test_banner_says_how_to_connect(tmp_path: Path) -> None:
     assert "pw" not in text
     assert f"admin token in {tmp_path / 'admin.token'} (mode 0600) (new)" in text
     assert f"export GPUCLOUD_TOKEN=$(cat {tmp_path / 'admin.token'})" in text
+    assert "console  http://127.0.0.1:8999/ (sign in with that token)" in text

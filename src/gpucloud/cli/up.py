@@ -80,6 +80,7 @@ def banner(settings: Settings, engine_note: str, new_token: bool) -> str:
             f"  engine   {settings.engine}: {engine_note}",
             f"  database {database_label(settings)}",
             f"  admin token in {token_file} (mode 0600){token_note}",
+            f"  console  {url}/ (sign in with that token)",
             "Next, in another shell:",
             f"  export GPUCLOUD_URL={url}",
             f"  export GPUCLOUD_TOKEN=$(cat {token_file})",

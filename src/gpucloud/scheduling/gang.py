@@ -53,7 +53,9 @@ class Domains:
     """Node indices (in ClusterState order) of every domain, per level."""
 
     by_level: dict[str, tuple[tuple[str, IntArray], ...]]
+    gpus: IntArray  # devices per node
     _layouts: dict[str, Layout] = field(default_factory=dict, compare=False, repr=False)
+    _most: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, nodes: Sequence[Node]) -> Domains:
@@ -64,7 +66,17 @@ class Domains:
                 groups.setdefault(domain_key(n, level), []).append(i)
             by_level[level] = tuple((k, np.array(v, dtype=np.int64))
                                     for k, v in sorted(groups.items()))
-        return cls(by_level)
+        return cls(by_level, np.array([len(n.devices) for n in nodes], dtype=np.int64))
+
+    def most_gpus(self, level: str) -> int:
+        """Devices in the largest domain of ``level``, free or not."""
+        most = self._most.get(level)
+        if most is None:
+            layout = self.layout(level)
+            sizes = (np.add.reduceat(self.gpus[layout.nodes], layout.starts)
+                     if layout.nodes.size else np.zeros(1, dtype=np.int64))
+            most = self._most[level] = int(sizes.max())
+        return most
 
     def layout(self, level: str) -> Layout:
         """Built on first use (passes without gangs never pay for it). A domain is not fresh
@@ -164,8 +176,8 @@ def place_gang(state: ClusterState, scorer: Scorer, members: Sequence[Workload],
     rooms, need = _bounds(state, members)
     for level in allowed_levels(max_level):
         layout = domains.layout(level)
-        if not layout.fresh.any():
-            continue
+        if not layout.fresh.any() or domains.most_gpus(level) * MILLI < need[2]:
+            continue  # no domain of this level has as many GPUs, free or not
         room = np.add.reduceat(rooms[:, layout.nodes], layout.starts, axis=1)
         fits = layout.fresh & (room >= need[:, None]).all(axis=0)
         candidates = np.flatnonzero(fits)

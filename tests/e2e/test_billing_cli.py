@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from gpucloud.cli.billing import USAGE_CSV_COLUMNS
+from gpucloud.usage_csv import USAGE_CSV_COLUMNS
 from tests.e2e.conftest import Cloud, gated, wait_for
 
 pytestmark = pytest.mark.slow

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -19,22 +18,11 @@ from gpucloud.cli.errors import InputError
 from gpucloud.cli.output import console, print_json, timestamp
 from gpucloud.core.catalog import resolve_model
 from gpucloud.schemas import PriceBookOut, UsageOut
+from gpucloud.usage_csv import usage_csv
 
 price_app = typer.Typer(help="The price book (changing it: operators only).", no_args_is_help=True)
 package_app = typer.Typer(help="Prepaid card-hour packages.", no_args_is_help=True)
 
-USAGE_CSV_COLUMNS = (
-    "job_id",
-    "job_name",
-    "gpu_model",
-    "gpus",
-    "seconds",
-    "gpu_seconds",
-    "card_seconds_from_packages",
-    "cost",
-    "currency",
-    "started_at",
-)
 TenantOption = Annotated[
     str | None, typer.Option(help="Tenant name or id (default: yours; others: operators).")
 ]
@@ -180,23 +168,7 @@ def usage_table(rows: Sequence[UsageOut]) -> Table:
 
 
 def write_usage_csv(rows: Sequence[UsageOut]) -> None:
-    writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(USAGE_CSV_COLUMNS)
-    for row in rows:
-        writer.writerow(
-            [
-                row.job_id,
-                row.job_name or "",
-                row.gpu_model or "",
-                row.gpus,
-                row.seconds,
-                row.gpu_seconds,
-                row.card_seconds_from_packages,
-                row.cost,
-                row.currency,
-                row.started_at.isoformat(),
-            ]
-        )
+    sys.stdout.write(usage_csv(rows))
     sys.stdout.flush()
 
 

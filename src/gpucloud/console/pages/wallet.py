@@ -3,8 +3,6 @@ and the same usage as a CSV download."""
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime
 from typing import Annotated
 
@@ -17,23 +15,10 @@ from gpucloud.billing.money import Money
 from gpucloud.console import charts, render, reports
 from gpucloud.console.auth import Caller
 from gpucloud.console.routing import console_router
-from gpucloud.schemas import UsageOut
+from gpucloud.usage_csv import usage_csv
 
 router = console_router()
 PERIODS = (7, 30, 90)
-# The columns of 'gpucloud usage --csv', in its order (a test holds them equal).
-USAGE_CSV_COLUMNS = (
-    "job_id",
-    "job_name",
-    "gpu_model",
-    "gpus",
-    "seconds",
-    "gpu_seconds",
-    "card_seconds_from_packages",
-    "cost",
-    "currency",
-    "started_at",
-)
 Days = Annotated[int, Query(ge=1, le=366)]
 
 
@@ -61,17 +46,6 @@ def wallet_page(request: Request, platform: PlatformDep, who: Caller, days: Days
     return render.page(request, "wallet.html", context, {"live": "parts/wallet_summary.html"})
 
 
-def usage_csv(rows: list[UsageOut]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(USAGE_CSV_COLUMNS)
-    for row in rows:
-        writer.writerow(
-            [row.job_id, row.job_name or "", row.gpu_model or "", row.gpus, row.seconds,
-             row.gpu_seconds, row.card_seconds_from_packages, row.cost, row.currency,
-             row.started_at.isoformat()]
-        )
-    return out.getvalue()
 
 
 @router.get("/wallet/usage.csv")

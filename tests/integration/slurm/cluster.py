@@ -26,7 +26,8 @@ import httpx
 from tests.servers import Server, free_port
 
 REPO = Path(__file__).resolve().parents[3]
-SHARED = REPO.parent / "shared" / "slurm"
+# The recipe of ../shared/slurm/, or wherever GPUCLOUD_SLURM_RECIPE says it is.
+SHARED = Path(os.environ.get("GPUCLOUD_SLURM_RECIPE") or REPO.parent / "shared" / "slurm")
 START = SHARED / "start-slurm.sh"
 STOP = SHARED / "stop-slurm.sh"
 DIR_PREFIX = "gpucloud-slurm-pytest-"

@@ -48,7 +48,7 @@ def test_a_quarantined_node_is_shown_and_skipped_until_returned(fleet: Cloud) ->
     nodes = {n["id"]: n for n in fleet.json("nodes")}
     assert nodes["local-1"]["quarantined"] and not nodes["local-0"]["quarantined"]
     assert "QUARANTINED" in fleet.ok("nodes")
-    gang = fleet.json("run", "--nodes", "2", "--gpus", "2", "--", "true")
+    gang = fleet.json("run", "--nodes", "2", "--gpus", "1", "--", "true")
     waiting = wait_for(
         lambda: (j := fleet.job(gang["id"]))["reason"] == "WAITING_FOR_RESOURCES" and j,
         "the gang to wait for the quarantined node")

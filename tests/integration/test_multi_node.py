@@ -74,3 +74,18 @@ def test_a_job_larger_than_the_fleet_in_nodes_is_refused_at_submit(db: Database)
     h.settle()
     placed = api.get(f"/v1/jobs/{body['id']}", headers=headers).json()
     assert sorted(placed["node_ids"]) == ["n0", "n1"] and len(placed["devices"]) == 16
+
+
+def test_each_node_of_a_multi_node_job_is_a_different_node(db: Database) -> None:
+    h = make_harness(db, nodes=[gpu_node("n0"), gpu_node("n1")])
+    job_id = submit(h, 1, nodes=2)  # two 1-GPU shares would fit on one node; they must not
+    h.settle()
+    assert state(h, job_id).state is JobState.RUNNING
+    replicas = h.engine.run_of(job_id).spec.replicas
+    assert sorted(r.node_id for r in replicas) == ["n0", "n1"]
+    h.engine.node_reports = [gpu_node("n0")]  # n1 is gone: 7 GPUs free, all on n0
+    h.settle()
+    big = submit(h, 1, nodes=2)
+    h.settle()
+    waiting = state(h, big)
+    assert waiting.state is JobState.QUEUED and waiting.reason == "WAITING_FOR_RESOURCES"

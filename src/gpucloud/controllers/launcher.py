@@ -23,8 +23,9 @@ from gpucloud.core.errors import EngineError, EngineUnavailable, GpucloudError
 from gpucloud.core.faults import exit_hint
 from gpucloud.core.lifecycle import Decision, Observed, StopReason, decide, finish_unlaunched
 from gpucloud.core.states import JobState, Reason
-from gpucloud.engines.base import EngineRef, LaunchSpec, RunStatus
+from gpucloud.engines.base import EngineRef, LaunchSpec, NodeReport, RunStatus
 from gpucloud.store.health import record_exit_hint
+from gpucloud.store.inventory import sync_nodes
 from gpucloud.store.jobs import active_allocations
 from gpucloud.store.models import Allocation, Job
 from gpucloud.store.restarts import credit_fault, requeue_after_fault
@@ -166,7 +167,7 @@ class LauncherController:
             if _acts(self._decide(jobs[job_id], allocations[0], statuses[ref], now))
         ]
         if acting:
-            self._reconcile_runs(acting)
+            self._reconcile_runs(acting, self._fresh_nodes(acting))
 
     def _decide(self, job: Job, rank0: Allocation, run: RunStatus, now: datetime) -> Decision:
         return decide(
@@ -176,12 +177,26 @@ class LauncherController:
             self.ctx.tunables.funds_stop_grace_s,
         )
 
-    def _reconcile_runs(self, acting: list[tuple[_Launched, RunStatus]]) -> None:
+    def _fresh_nodes(self, acting: list[tuple[_Launched, RunStatus]]) -> list[NodeReport] | None:
+        """A run that ended with its node is news about the nodes: read them now, so that the
+        job is not requeued onto the node that just failed before the inventory's next look."""
+        if not any(run.platform_fault for _, run in acting):
+            return None
+        try:
+            return self.ctx.engine.nodes()
+        except (EngineError, EngineUnavailable) as err:
+            log.warning("could not read the nodes after a node failure: %s", err)
+            return None
+
+    def _reconcile_runs(self, acting: list[tuple[_Launched, RunStatus]],
+                        nodes: list[NodeReport] | None = None) -> None:
         """Apply the decisions in one transaction, each in its own savepoint (a job that
         changed under us is retried next pass without undoing the others)."""
         now = self.ctx.clock.now()
         done: list[tuple[_Launched, Decision, str]] = []
         with self.ctx.db.write() as session:
+            if nodes is not None:
+                sync_nodes(session, self.ctx.engine.name, nodes, now)
             for item, run in acting:
                 try:
                     with session.begin_nested():

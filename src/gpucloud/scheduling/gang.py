@@ -143,8 +143,11 @@ def _bounds(state: ClusterState, members: Sequence[Workload]) -> tuple[IntArray,
 def _claim_in(state: ClusterState, scorer: Scorer, members: Sequence[Workload], idx: IntArray,
               filters: Sequence[Filter], placer: Placer | None) -> list[Placement] | None:
     placed: list[Placement] = []
+    spread = any(w.one_per_node for w in members)
     for w in members:
         shape = w.shape
+        if spread and placed:  # each member on a node of its own
+            idx = idx[~np.isin(idx, [state.index[p.node] for p in placed])]
         if placer is not None:
             choice = placer.choose_in(shape, idx)
         else:
@@ -174,7 +177,13 @@ def place_gang(state: ClusterState, scorer: Scorer, members: Sequence[Workload],
     # Largest members first: they are the hardest to fit once the small ones are down.
     ordered = sorted(members, key=lambda w: (-w.total_gpu_milli, -w.cpu_milli, w.id))
     rooms, need = _bounds(state, members)
+    spread = len(members) > 1 and any(w.one_per_node for w in members)
+    if spread:  # a domain needs as many healthy nodes as the gang has members
+        rooms = np.vstack((rooms, state.healthy.astype(np.int64)))
+        need = np.append(need, len(members))
     for level in allowed_levels(max_level):
+        if spread and level == "node":
+            continue
         layout = domains.layout(level)
         if not layout.fresh.any() or domains.most_gpus(level) * MILLI < need[2]:
             continue  # no domain of this level has as many GPUs, free or not

@@ -78,6 +78,9 @@ class Workload:
     topology: TopologyRequirement | None = None
     seconds_since_checkpoint: float | None = None
     time_limit_s: float | None = None  # wall-clock limit; backfill needs it (None: unbounded)
+    # A gang whose members must each have a node of their own (a multi-node job: one process
+    # per node); otherwise members may share a node, as pods of a gang may.
+    one_per_node: bool = False
 
     def __post_init__(self) -> None:
         if self.gpu_count < 0 or self.cpu_milli < 0 or self.memory_mib < 0:

@@ -216,6 +216,7 @@ def _members(job: _JobColumns) -> tuple[Workload, ...]:
             tenant=job.tenant_id,
             gang_id=gang,
             gang_size=job.nodes,
+            one_per_node=gang is not None,
             time_limit_s=None if job.max_duration_s is None else float(job.max_duration_s),
         )
         for rank in range(job.nodes)

@@ -4,6 +4,7 @@ quotas, backfill, fractional packing."""
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 import pytest
 
@@ -89,6 +90,20 @@ def test_a_gang_spans_leaf_switches_only_when_allowed() -> None:
     plan = schedule(topo_cluster(), strict, FIT, SchedulerConfig(gang_max_level="cluster"))
     assert plan.placements == ()
     assert "fits in no single node or NVLink island" in plan.waiting[0].message
+
+
+def test_a_one_per_node_gang_never_shares_a_node() -> None:
+    spread = [replace(w, one_per_node=True) for w in gang("g", 2, 4)]
+    plan = schedule(topo_cluster(), spread, FIT)
+    assert len(set(placed(plan).values())) == 2  # 2 x 4 GPUs would fit on one node
+    assert plan.gang_levels == {"g": "nvlink_island"}
+    one_node = schedule(ClusterSnapshot((node("a"),)), spread, FIT)
+    assert one_node.placements == ()
+    assert waits(one_node) == {w.id: WaitReason.GANG_NO_DOMAIN for w in spread}
+    # one node too few healthy nodes in every island: the gang goes to the leaf switch
+    three = [replace(w, one_per_node=True) for w in gang("h", 3, 1)]
+    plan = schedule(topo_cluster(), three, FIT)
+    assert len(set(placed(plan).values())) == 3 and plan.gang_levels == {"h": "leaf_switch"}
 
 
 def test_the_fullest_domain_that_fits_goes_first() -> None:

@@ -66,8 +66,11 @@ _BOUNDS = np.append(_bounds(), 1e300)
 
 def points(x: FloatArray) -> FloatArray:
     """FGD's integer score of a growth x (milli): ``floor(100 sigmoid(-x / 1000))``; -1 for
-    +inf."""
-    return np.asarray(100 - _BOUNDS.searchsorted(x, side="left"), dtype=np.float64)
+    +inf. The growth is rounded to a millionth of a milli first: the same growth summed in
+    another order (the per-node column, the block) differs in its last bits, and must not land
+    on the other side of a score's bound."""
+    return np.asarray(100 - _BOUNDS.searchsorted(np.round(x, 6), side="left"),
+                      dtype=np.float64)
 
 
 @dataclass(frozen=True)

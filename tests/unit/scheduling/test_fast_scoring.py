@@ -169,3 +169,19 @@ def test_a_fraction_takes_the_first_device_of_best_score(make: type[FgdScorer]) 
     assert fraction_device(scorer.tables(state), state, 0, shape, scorer.centre,
                            scorer.strand) == 1
     assert int(scorer.score(state, shape, np.array([0]))[1][0]) == 1
+
+
+def test_a_growth_on_a_score_bound_scores_the_same_both_ways() -> None:
+    """Found by the property above: a growth of exactly 0 summed in two orders came out as 0
+    and as a hair above it, which floor(100 sigmoid) turns into 50 and 49."""
+    devices = tuple(Device(i, "G2", MILLI, i >= 3) for i in range(8))
+    nodes = [Node("n0", 2000, 4096, devices)] + [
+        Node(f"n{i}", 2000, 4096, (), healthy=False) for i in (1, 2, 3)]
+    state = ClusterState(nodes)
+    asked = [Shape(0, 0, 2, MILLI)]
+    scorer = FragAwareScorer(typical([Shape(11000, 0, 2, MILLI)]))
+    tables = scorer.tables(state)
+    keys = Keys.build(asked, state)
+    plan = Plan.build(tables, keys, scorer.centre, scorer.strand)
+    score, _ = scorer.score_block(state, np.arange(len(state)), keys)
+    assert column(tables, state, 0, plan).tolist() == score[0].tolist() == [50.0]

@@ -7,7 +7,8 @@ runs on (Xid 79, Xid 48, an ECC error, a heartbeat loss, in turn) through
 `POST /v1/debug/faults` (on Slurm the heartbeat loss takes the node DOWN in Slurm, which kills
 its jobs). For each fault it reads the job's own timeline:
 
-    detect  = fault injected -> the platform acted on it (the job's "job.fault" event)
+    detect  = fault injected -> the platform acted on it (the job's "job.fault" event, or its
+              requeue when the engine saw the node fail under it first)
     recover = fault injected -> the job RUNNING again from its checkpoint (restart_count + 1)
 
 and, from the steps the example logged, ``steps_lost``: steps that had been checkpointed and
@@ -134,7 +135,12 @@ def run(engine: str, faults: int, seed: int) -> dict[str, Any]:
                                 "RUNNING" and j.restart_count == n + 1 and j,
                                 "the job to run again", timeout=180)
                     events = api.job_events(back.id)
-                    detected = after(events, "job.fault", injected)
+                    # The platform acted: it stopped the job for the fault, or (a node the
+                    # engine reported failed under the job) requeued it at once.
+                    acted = [t for t in (after(events, "job.fault", injected),
+                                         after(events, "job.state", injected, "QUEUED"))
+                             if t is not None]
+                    detected = min(acted) if acted else None
                     running = after(events, "job.state", injected, "RUNNING")
                     if detected is None or running is None:
                         raise RuntimeError(f"fault {number}: no fault or restart on the timeline")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.e2e.conftest import wait_for
 from tests.servers import Server, kill_job_processes, start_server
 
 from bench.machine import describe
@@ -46,16 +47,6 @@ EVERY = 5  # the example checkpoints every 5 steps
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def wait(probe: Any, what: str, timeout: float = 120.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out waiting for {what}")
 
 
 def steps_log(data_dir: Path, job_id: str) -> list[tuple[int, int]]:
@@ -122,7 +113,7 @@ def run(engine: str, faults: int, seed: int) -> dict[str, Any]:
                     "gpus": 2, "max_duration": "2h"})
                 detect, recover = [], []
                 for number in range(faults):
-                    wait(lambda n=number: (j := api.get_job(job.id)).state.value == "RUNNING"
+                    wait_for(lambda n=number: (j := api.get_job(job.id)).state.value == "RUNNING"
                          and j.restart_count == n and j, "the job to run")
                     time.sleep(rng.uniform(2.0, 5.0))
                     current = api.get_job(job.id)
@@ -131,7 +122,7 @@ def run(engine: str, faults: int, seed: int) -> dict[str, Any]:
                         "heartbeat-loss") else None
                     injected = datetime.now(UTC)
                     api.inject_fault(current.node_id or "", kind, gpu, code, duration_s=8)
-                    back = wait(lambda n=number: (j := api.get_job(job.id)).state.value ==
+                    back = wait_for(lambda n=number: (j := api.get_job(job.id)).state.value ==
                                 "RUNNING" and j.restart_count == n + 1 and j,
                                 "the job to run again", timeout=180)
                     events = api.job_events(back.id)

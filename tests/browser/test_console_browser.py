@@ -6,13 +6,13 @@ change without the CSRF token is refused. Saves a screenshot of each main page."
 from __future__ import annotations
 
 import re
-import time
 from decimal import Decimal
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.browser.conftest import PHONE, Console, screenshot, sign_in
+from tests.e2e.conftest import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -29,15 +29,6 @@ def amount(text: str) -> Decimal:
     return Decimal(found.group(0))
 
 
-def wait_until(probe, what: str, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_sign_in_submit_watch_it_run_and_finish_and_see_its_cost(
@@ -81,7 +72,7 @@ def test_sign_in_submit_watch_it_run_and_finish_and_see_its_cost(
     expect(page.locator('[data-fact="exit"]')).to_have_text("0")
 
     with console.sdk(console.ann) as ann:
-        charged = wait_until(
+        charged = wait_for(
             lambda: sum(Decimal(u.cost) for u in ann.usage() if u.job_id == job_id),
             "the job's charge",
         )

@@ -7,13 +7,13 @@ import re
 _RANGE = re.compile(r"(\d+)(?:-(\d+))?")
 
 
-def _split_top(text: str) -> list[str]:
-    """Split on commas outside brackets."""
+def split_top(text: str, opening: str = "[", closing: str = "]") -> list[str]:
+    """Split on commas outside brackets (``[]`` in host lists, ``()`` in GRES strings)."""
     parts, depth, start = [], 0, 0
     for i, char in enumerate(text):
-        if char == "[":
+        if char == opening:
             depth += 1
-        elif char == "]":
+        elif char == closing:
             depth -= 1
         elif char == "," and depth == 0:
             parts.append(text[start:i])
@@ -46,4 +46,4 @@ def expand(hostlist: str) -> list[str]:
     """``a[0-1],b`` -> ``["a0", "a1", "b"]``; Slurm's ``(null)``/empty -> ``[]``."""
     if not hostlist or hostlist in ("(null)", "None"):
         return []
-    return [name for part in _split_top(hostlist) for name in _expand_one(part)]
+    return [name for part in split_top(hostlist) for name in _expand_one(part)]

@@ -16,7 +16,7 @@ from typing import Any
 from gpucloud.core.catalog import find_model
 from gpucloud.core.errors import EngineError
 from gpucloud.engines.base import DeviceReport, NodeReport
-from gpucloud.engines.slurm.hostlist import expand
+from gpucloud.engines.slurm.hostlist import expand, split_top
 
 DRAIN_PREFIX = "gpucloud: "  # the drains gpucloud made (see store.inventory.DRAIN_PREFIX)
 TOPOLOGY_KEYS = ("nvlink_island", "leaf_switch", "rack")
@@ -107,17 +107,7 @@ def _list(value: Any) -> list[str]:
 def parse_gres(text: str) -> tuple[GresItem, ...]:
     """``gpu:h100:8(S:0-1),gpu:a100:2,shard:4`` -> items; ``(null)`` and ``N/A`` -> none."""
     items = []
-    depth, start, parts = 0, 0, []
-    for i, char in enumerate(text):
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    for raw in parts:
+    for raw in split_top(text, "(", ")"):
         part = raw.split("(", 1)[0].strip()
         if not part or part in ("(null)", "N/A"):
             continue

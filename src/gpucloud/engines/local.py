@@ -7,7 +7,8 @@ Layout under ``data_dir``::
     jobs/<job_id>/work/     the job's working directory
     jobs/<job_id>/checkpoint/
 
-Each replica (one per node of a job) is its own run. The engine ref is rank 0's allocation id;
+Each replica (one per node of a job) is its own run; the nodes and their health (drains,
+the fault log, drills, burn-in) are `local_fleet.LocalFleet`'s. The engine ref is rank 0's allocation id;
 a multi-node launch lists its replicas in ``launches/``, and when one replica fails the others
 are stopped (SIGTERM, then SIGKILL after the grace). All state lives in files and the supervisor
 (``local_runner``) is detached from the control plane, so a restarted control plane (or a second
@@ -29,7 +30,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,9 +47,8 @@ from gpucloud.engines.base import (
     RunPhase,
     RunStatus,
 )
-from gpucloud.engines.fault_log import FaultLog
+from gpucloud.engines.local_fleet import LocalFleet
 from gpucloud.engines.logfile import read_output
-from gpucloud.engines.nvml_health import NvmlHealthMonitor, nvml_burn_in
 
 log = logging.getLogger(__name__)
 
@@ -88,99 +87,39 @@ class LocalEngine:
         self.data_dir = Path(data_dir)
         self.runs_dir = self.data_dir / "runs"
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        self._nodes = list(nodes)
+        self.fleet = LocalFleet(nodes, self.data_dir)
         self._start_timeout_s = start_timeout_s
         self._lock = threading.Lock()
         # Supervisors this process started: polled so that finished ones do not stay zombies.
         self._runners: dict[str, subprocess.Popen[bytes]] = {}
-        self._drained: dict[str, str] = {}
         self._teardown_grace_s = teardown_grace_s
-        self._faults = FaultLog(self.data_dir / "faults.jsonl")
-        self._silent_until: dict[str, float] = {}  # node -> when its injected silence ends
-        self._nvml: Any = None
 
-    # -- nodes ---------------------------------------------------------------------------------
+    # -- nodes and their health (engines/local_fleet.py) ---------------------------------------
 
     def nodes(self) -> list[NodeReport]:
-        self._refresh_nodes()
-        now = time.monotonic()
-        with self._lock:
-            return [
-                replace(n, drained=True, drain_reason=self._drained[n.id])
-                if n.id in self._drained else n
-                for n in self._nodes
-                if self._silent_until.get(n.id, 0.0) <= now  # an injected heartbeat loss
-            ]
+        return self.fleet.nodes()
 
-    # -- health --------------------------------------------------------------------------------
+    def drain(self, node_id: str, reason: str) -> None:
+        self.fleet.drain(node_id, reason)
+
+    def resume(self, node_id: str) -> None:
+        self.fleet.resume(node_id)
+
+    def set_device_health(self, node_id: str, index: int, healthy: bool) -> None:
+        self.fleet.set_device_health(node_id, index, healthy)
 
     def faults(self, after: int) -> list[FaultSignal]:
-        return self._faults.after(after)
+        return self.fleet.faults(after)
 
     def watch_nvml(self, nvml: Any) -> None:
-        """Report real GPUs' Xid events and error counters (when NVML found them)."""
-        for node in self._nodes:
-            if any(not d.simulated for d in node.devices):
-                monitor = NvmlHealthMonitor(nvml, node.id, self._faults,
-                                            lambda: datetime.now(UTC))
-                monitor.start()
-                self._nvml = nvml
+        self.fleet.watch_nvml(nvml)
 
     def inject_fault(self, node_id: str, kind: SignalKind, device_index: int | None,
                      code: int | None, duration_s: float) -> None:
-        """A fault on a simulated node, through the same log as NVML's signals; a heartbeat
-        loss silences the node's reports for ``duration_s`` instead (the platform notices
-        the silence itself)."""
-        node = next((n for n in self._nodes if n.id == node_id), None)
-        if node is None:
-            raise EngineError(f"unknown node {node_id!r}")
-        if any(not d.simulated for d in node.devices):
-            raise EngineError(f"node {node_id} has real GPUs: their faults come from NVML")
-        if device_index is not None and all(d.index != device_index for d in node.devices):
-            raise EngineError(f"node {node_id} has no GPU {device_index}")
-        if kind is SignalKind.HEARTBEAT_LOSS:
-            with self._lock:
-                self._silent_until[node_id] = time.monotonic() + duration_s
-            return
-        self._faults.append(node_id, kind, datetime.now(UTC), device_index, code, "injected")
+        self.fleet.inject_fault(node_id, kind, device_index, code, duration_s)
 
     def burn_in(self, node_id: str, device_index: int | None) -> BurnInResult:
-        node = next((n for n in self._nodes if n.id == node_id), None)
-        if node is None:
-            return BurnInResult(False, f"unknown node {node_id!r}")
-        if self._nvml is None:
-            return BurnInResult(True, "no real GPUs to check")
-        indexes = [d.index for d in node.devices if device_index in (None, d.index)]
-        for index in indexes:
-            result = nvml_burn_in(self._nvml, index)
-            if not result.passed:
-                return result
-        return BurnInResult(True, f"NVML check passed on {len(indexes)} GPU(s)")
-
-    def drain(self, node_id: str, reason: str) -> None:
-        """Nothing to tell a local machine: gpucloud alone places work here. Reported back so
-        that the node's state reads the same as on engines that do keep one."""
-        with self._lock:
-            self._drained[node_id] = reason
-
-    def resume(self, node_id: str) -> None:
-        with self._lock:
-            self._drained.pop(node_id, None)
-
-    def _refresh_nodes(self) -> None:
-        """Seam for re-probing the inventory; health comes through ``faults`` (NVML events)."""
-
-    def set_device_health(self, node_id: str, index: int, healthy: bool) -> None:
-        """Mark one device (un)healthy, e.g. to inject a failure into a simulated node."""
-        with self._lock:
-            for n, node in enumerate(self._nodes):
-                if node.id == node_id and any(d.index == index for d in node.devices):
-                    devices = tuple(
-                        replace(d, healthy=healthy) if d.index == index else d for d in node.devices
-                    )
-                    self._nodes[n] = replace(node, devices=devices)
-                    return
-        raise EngineError(f"node {node_id!r} has no device {index}")
+        return self.fleet.burn_in(node_id, device_index)
 
     # -- runs ----------------------------------------------------------------------------------
 

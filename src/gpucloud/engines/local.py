@@ -7,10 +7,11 @@ Layout under ``data_dir``::
     jobs/<job_id>/work/     the job's working directory
     jobs/<job_id>/checkpoint/
 
-Each replica (one per node of a job) is its own run; the nodes and their health (drains,
-the fault log, drills, burn-in) are `local_fleet.LocalFleet`'s. The engine ref is rank 0's allocation id;
-a multi-node launch lists its replicas in ``launches/``, and when one replica fails the others
-are stopped (SIGTERM, then SIGKILL after the grace). All state lives in files and the supervisor
+Each replica (one per node of a job) is its own run; the nodes and their health (drains, the
+fault log, drills, burn-in) are ``local_fleet.LocalFleet``'s. The engine ref is rank 0's
+allocation id; a multi-node launch lists its replicas in ``launches/``, and when one replica
+fails the others are stopped (SIGTERM, then SIGKILL after the grace). All state lives in files
+and the supervisor
 (``local_runner``) is detached from the control plane, so a restarted control plane (or a second
 ``LocalEngine`` over the same ``data_dir``) picks runs up where they are: running runs are still
 RUNNING and later report their real exit code.

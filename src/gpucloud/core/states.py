@@ -8,6 +8,15 @@ from enum import StrEnum
 from gpucloud.core.errors import IllegalTransition
 
 
+class Workload(StrEnum):
+    """What a job row runs for: a batch job, or the process behind an instance or a replica of
+    an inference service (whose own row, ``Job.owner_id``, holds the product's state)."""
+
+    JOB = "job"
+    INSTANCE = "instance"
+    SERVICE_REPLICA = "service-replica"
+
+
 class JobState(StrEnum):
     PENDING = "PENDING"  # stored, not yet admitted
     QUEUED = "QUEUED"  # admitted, waiting for capacity

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -21,7 +22,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from gpucloud.core.states import JobState
+from gpucloud.core.states import JobState, Workload
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -39,6 +40,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def str_enum(enum: type[StrEnum], length: int = 16) -> Enum:
+    """A column of enum values stored as their strings (VARCHAR plus a CHECK, on every database)."""
+    return Enum(
+        enum, native_enum=False, length=length, values_callable=lambda e: [m.value for m in e]
+    )
 
 
 class Base(DeclarativeBase):
@@ -131,12 +139,13 @@ class Job(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
     name: Mapped[str | None] = mapped_column(String(64))
-    state: Mapped[JobState] = mapped_column(
-        Enum(JobState, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
-    )
+    state: Mapped[JobState] = mapped_column(str_enum(JobState))
     reason: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text, default="")
     spec: Mapped[dict[str, Any]]  # the validated JobSpec, as submitted
+    workload: Mapped[Workload] = mapped_column(str_enum(Workload), default=Workload.JOB)
+    # The instance or service this job runs for (None for a batch job).
+    owner_id: Mapped[str | None] = mapped_column(String(32), index=True)
     nodes: Mapped[int] = mapped_column(Integer, default=1)  # replicas, one per node
     gpus: Mapped[int] = mapped_column(Integer)  # per node, as are cpu_milli and memory_mib
     gpu_type: Mapped[str | None] = mapped_column(String(32))
@@ -314,6 +323,27 @@ class AllocationMeter(Base):
     final: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class MeteredLease(Base):
+    """Something billed for as long as a tenant holds it, outside any allocation: a volume's
+    GiB, a stopped instance's disk, a leased bare-metal server. ``billing.leases`` rates it and
+    ``controllers.lease_metering`` charges it; ``charged_until`` and ``remainder`` move in the
+    same transaction as the ledger transaction that charges up to them."""
+
+    __tablename__ = "metered_leases"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # billing.leases.LeaseKind
+    ref_id: Mapped[str] = mapped_column(String(64), index=True)  # the volume, instance, server
+    item: Mapped[str] = mapped_column(String(64))  # the price book entry (a server model)
+    quantity: Mapped[int] = mapped_column(Integer)  # GiB, or servers
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    charged_until: Mapped[datetime]
+    remainder: Mapped[int] = mapped_column(BigInteger, default=0)
+    # True once charged up to ended_at: the meter never reads it again.
+    settled: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+
+
 class PlatformSetting(Base):
     __tablename__ = "platform_settings"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -374,3 +404,13 @@ class ConsoleSession(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
     ended_at: Mapped[datetime | None]
     token: Mapped[ApiToken] = relationship(lazy="joined")
+
+
+# The product areas keep their tables in modules of their own; importing them here puts those
+# tables on ``Base.metadata`` for migrations, ``create_all`` and the migration test.
+from gpucloud.store import (  # noqa: E402
+    models_control,  # noqa: F401
+    models_fleet,  # noqa: F401
+    models_services,  # noqa: F401
+    models_workspaces,  # noqa: F401
+)

@@ -1,0 +1,3 @@
+"""Tables of inference services and their replicas (issue 10)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Tables of instances, volumes, datasets and images (issue 9)."""
+
+from __future__ import annotations

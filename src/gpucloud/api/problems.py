@@ -8,11 +8,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
 from gpucloud.core import errors
 from gpucloud.core.jobspec import describe_validation_error
+from gpucloud.store.db import DATABASE_UNAVAILABLE
 
 log = logging.getLogger("gpucloud.api")
 PROBLEM = "application/problem+json"
@@ -80,12 +81,16 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, err: HTTPException) -> JSONResponse:
         return problem(err.status_code, "http_error", str(err.detail))
 
-    @app.exception_handler(OperationalError)
-    async def _database(_: Request, err: OperationalError) -> JSONResponse:
-        log.warning("database unavailable: %s", err)
+    async def _database(_: Request, err: Exception) -> JSONResponse:
+        # One line, never a traceback: the operator sees the cause, the caller a retryable 503.
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        log.warning("database unavailable: %s", first)
         return problem(
             503, "database_unavailable", "the database is briefly unavailable; retry the request"
         )
+
+    for kind in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(kind, _database)
 
     @app.exception_handler(IntegrityError)
     async def _integrity(_: Request, err: IntegrityError) -> JSONResponse:

@@ -48,6 +48,9 @@ M = TypeVar("M", bound=BaseModel)
 MAX_PAGE = 500  # the API's largest page
 RETRY_PAUSE_S = 0.2
 MAX_RETRY_AFTER_S = 2.0
+# A database failover or restart takes seconds: resendable calls try this many times, pausing
+# RETRY_PAUSE_S, then twice as long each time (or the server's Retry-After), about 6 s in all.
+ATTEMPTS = 6
 NO_TOKEN = "no API token: run 'gpucloud login URL --token T' or set GPUCLOUD_TOKEN"
 
 
@@ -152,27 +155,31 @@ class Client:
     ) -> Any:
         """One request and its JSON answer. Retried once when it provably never arrived
         (connect error), or when resending is harmless (idempotent, or keyed by an
-        Idempotency-Key) after a transport error or a 503."""
+        Idempotency-Key) after a transport error; a 503 (the database away) is resent up to
+        ATTEMPTS times with backoff."""
         if not self.token:
             raise NoTokenError()
-        for attempt in range(2):
-            last = attempt == 1
+        for attempt in range(ATTEMPTS):
+            last = attempt == ATTEMPTS - 1
+            pause = RETRY_PAUSE_S * 2**attempt
             try:
                 response = self._http.request(
                     method, path, params=params, json=body, headers=headers
                 )
             except (httpx.ConnectError, httpx.ConnectTimeout) as err:
-                if last:
+                # Never arrived: safe to resend once, but a server that is not running
+                # should be said at once, not after the whole backoff.
+                if attempt >= 1:
                     raise self._transport_error(err) from err
-                time.sleep(RETRY_PAUSE_S)
+                time.sleep(pause)
                 continue
-            except httpx.TransportError as err:
-                if last or not safe_to_resend:
+            except httpx.TransportError as err:  # each try may have waited the whole timeout
+                if attempt >= 1 or not safe_to_resend:
                     raise self._transport_error(err) from err
-                time.sleep(RETRY_PAUSE_S)
+                time.sleep(pause)
                 continue
             if response.status_code == 503 and safe_to_resend and not last:
-                time.sleep(_retry_after(response))
+                time.sleep(max(pause, _retry_after(response)))
                 continue
             if response.is_error:
                 raise error_from_response(response)
@@ -416,9 +423,12 @@ class Client:
         memory_gib_hour: str | None = None,
         storage_gib_month: str | None = None,
         spot_discount_pct: int | None = None,
+        server: str | None = None,
+        server_hour: str | None = None,
     ) -> PriceBookOut:
         """A new price-book version effective now (operators): the prices given change, the
-        others carry over. Amounts are exact decimal strings, e.g. ``"3600.00"``."""
+        others carry over. Amounts are exact decimal strings, e.g. ``"3600.00"``. ``server``
+        and ``server_hour`` price a bare-metal server model per hour."""
         body = {
             "model": model,
             "gpu_hour": gpu_hour,
@@ -426,6 +436,8 @@ class Client:
             "memory_gib_hour": memory_gib_hour,
             "storage_gib_month": storage_gib_month,
             "spot_discount_pct": spot_discount_pct,
+            "server": server,
+            "server_hour": server_hour,
         }
         # Not keyed by the server: never resent, so that a retry cannot add a second version.
         data = self._send(

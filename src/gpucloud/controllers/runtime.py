@@ -7,11 +7,11 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol
 
-from sqlalchemy.exc import OperationalError
-
 from gpucloud.core.errors import EngineUnavailable
+from gpucloud.store.db import DATABASE_UNAVAILABLE
 
 log = logging.getLogger("gpucloud.controllers")
+MAX_BACKOFF_S = 5.0
 
 
 class Controller(Protocol):
@@ -34,22 +34,35 @@ class ControlLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.passes = 0
+        # Passes in a row that met an unavailable database: the wait grows while it lasts.
+        self.failing_passes = 0
 
     def wake(self) -> None:
         """Called by the API after a write, so a new job is placed without waiting a tick."""
         self._wake.set()
 
     def run_pass(self) -> None:
+        database_down = False
         for controller in self.controllers:
             try:
                 controller.reconcile_once()
-            except OperationalError as err:  # database briefly unavailable: retry next tick
-                log.warning("%s: database error, will retry: %s", controller.name, err)
+            except DATABASE_UNAVAILABLE as err:  # retry after a backoff: see next_wait_s
+                database_down = True
+                log.warning("%s: database unavailable, will retry: %s", controller.name,
+                            str(err).strip().splitlines()[0] if str(err).strip() else err)
             except EngineUnavailable as err:  # the engine restarting: retry next tick
                 log.warning("%s: engine unavailable, will retry: %s", controller.name, err)
             except Exception:
                 log.exception("%s: reconcile failed, will retry", controller.name)
         self.passes += 1
+        self.failing_passes = self.failing_passes + 1 if database_down else 0
+
+    def next_wait_s(self) -> float:
+        """The tick, doubled per failing pass in a row up to MAX_BACKOFF_S: a database that
+        is restarting is not hammered by every replica's controllers."""
+        if self.failing_passes == 0:
+            return self.tick_s
+        return min(max(self.tick_s, 0.1) * (1 << min(self.failing_passes, 8)), MAX_BACKOFF_S)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="gpucloud-controllers", daemon=True)
@@ -58,7 +71,9 @@ class ControlLoop:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.run_pass()
-            if self._wake.wait(self.tick_s) and not self._stop.is_set():
+            if self.failing_passes:  # a wake-up cannot help while the database is away
+                self._stop.wait(self.next_wait_s())
+            elif self._wake.wait(self.tick_s) and not self._stop.is_set():
                 self._stop.wait(self.coalesce_s)
             self._wake.clear()
 

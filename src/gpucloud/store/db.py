@@ -10,7 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
+
+# The database is away (restarting, a dropped connection, a full pool, a lock or serialization
+# failure): the work was not done and may be retried. The API answers 503, controllers back off.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
 
 
 def sqlite_url(data_dir: Path) -> str:

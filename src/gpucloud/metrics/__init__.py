@@ -1,0 +1,2 @@
+"""Prometheus metrics: per-GPU telemetry under dcgm-exporter's names, and platform metrics
+from the database (``collector``), exposed at ``/metrics`` (``api.routes.metrics``)."""

@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -122,12 +123,11 @@ def test_outage_answers_503_then_everything_converges(server: Server, proxy: Tcp
         retried = outcome["job"]
 
         # Everything converges: the job from before, and the one the SDK got through once.
+        def succeeded(job_id: str) -> bool:
+            return bool(http.get(f"/v1/jobs/{job_id}").json()["state"] == "SUCCEEDED")
+
         for job_id in (before.json()["id"], retried.id):
-            wait_for(
-                lambda j=job_id: http.get(f"/v1/jobs/{j}").json()["state"] == "SUCCEEDED",
-                timeout_s=60,
-                what=f"{job_id} to succeed after the outage",
-            )
+            wait_for(partial(succeeded, job_id), 60, f"{job_id} to succeed after the outage")
         listed = http.get("/v1/jobs", params={"limit": 500}).json()["items"]
         assert len(listed) == 2  # the 503'd POST and its SDK resend made one job, not two
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from gpucloud.api.ratelimit import FailedAuthLimiter
 from gpucloud.controllers.context import Context
 from gpucloud.controllers.runtime import ControlLoop
 from gpucloud.core.errors import NotFound, Unauthenticated
@@ -20,6 +21,7 @@ class Platform:
     def __init__(self, ctx: Context, loop: ControlLoop | None = None) -> None:
         self.ctx = ctx
         self.loop = loop
+        self.auth_failures = FailedAuthLimiter()  # failed token checks per client address
 
     def wake(self) -> None:
         if self.loop is not None:
@@ -41,8 +43,13 @@ def get_principal(
             "missing API token: send 'Authorization: Bearer TOKEN' "
             "(the CLI reads GPUCLOUD_TOKEN or 'gpucloud login')"
         )
-    with platform.ctx.db.read() as session:
+    with platform.auth_failures.guard(client_address(request)), platform.ctx.db.read() as session:
         return authenticate(session, secret.strip(), platform.ctx.clock.now())
+
+
+def client_address(request: Request) -> str:
+    """The peer's address (a proxy in front should be the one place that limits by X-F-F)."""
+    return request.client.host if request.client is not None else "unknown"
 
 
 def visible_tenant(session: Session, who: Principal, tenant: str | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,6 +28,7 @@ STATUS: list[tuple[type[errors.GpucloudError], int]] = [
     (errors.InsufficientFunds, 402),
     (errors.Unauthenticated, 401),
     (errors.Forbidden, 403),
+    (errors.RateLimited, 429),
     (errors.EngineError, 502),
 ]
 TITLES = {
@@ -37,6 +39,7 @@ TITLES = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    429: "Too many requests",
     422: "Invalid request",
     500: "Internal error",
     502: "Engine error",
@@ -70,7 +73,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(errors.GpucloudError)
     async def _domain(_: Request, err: errors.GpucloudError) -> JSONResponse:
         extra = {"field": err.field} if isinstance(err, errors.InvalidRequest) and err.field else {}
-        return problem(status_of(err), err.code, str(err), **extra)
+        response = problem(status_of(err), err.code, str(err), **extra)
+        if isinstance(err, errors.RateLimited):
+            response.headers["Retry-After"] = str(math.ceil(err.retry_after_s))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:

@@ -86,3 +86,13 @@ class EngineUnavailable(GpucloudError):
     failed."""
 
     code = "engine_unavailable"
+
+
+class RateLimited(GpucloudError):
+    """Too many failed token checks from one address: answered 429 with Retry-After."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

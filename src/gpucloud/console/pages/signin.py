@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 from fastapi import Form, Request
 from starlette.responses import RedirectResponse, Response
 
-from gpucloud.api.deps import PlatformDep
+from gpucloud.api.deps import PlatformDep, client_address
 from gpucloud.console import auth, csrf, render
 from gpucloud.console.routing import console_router
 from gpucloud.console.sessions import (
@@ -18,7 +19,7 @@ from gpucloud.console.sessions import (
     sign_in,
     sign_out,
 )
-from gpucloud.core.errors import Unauthenticated
+from gpucloud.core.errors import RateLimited, Unauthenticated
 
 router = console_router()
 
@@ -62,13 +63,18 @@ def login(
     if not token.strip():
         return form_page(request, "Enter an API token.", next, 422, error=True)
     try:
-        with platform.ctx.db.write() as session:
+        limited = platform.auth_failures.guard(client_address(request))
+        with limited, platform.ctx.db.write() as session:
             _, secret = sign_in(
                 session, platform.ctx.ids, token.strip(), platform.ctx.clock.now(),
                 auth.policy(request),
             )
     except Unauthenticated as err:
         return form_page(request, str(err), next, 401, error=True)
+    except RateLimited as err:  # the API's limit on guessing tokens, shared with sign-in
+        page = form_page(request, str(err), next, 429, error=True)
+        page.headers["Retry-After"] = str(math.ceil(err.retry_after_s))
+        return page
     response = RedirectResponse(auth.safe_next(next), status_code=303)
     auth.set_cookie(request, response, auth.SESSION_COOKIE, secret, auth.policy(request).absolute_s)
     auth.clear_cookie(request, response, auth.SIGNIN_COOKIE, path="/login")

@@ -16,6 +16,7 @@ from gpucloud.controllers.context import Context, Tunables
 from gpucloud.controllers.health import HealthController
 from gpucloud.controllers.inventory import InventoryController
 from gpucloud.controllers.launcher import LauncherController
+from gpucloud.controllers.lease_metering import LeaseMeteringController
 from gpucloud.controllers.metering import MeteringController
 from gpucloud.controllers.progress import ProgressController
 from gpucloud.controllers.runtime import Controller, ControlLoop
@@ -84,6 +85,7 @@ def controllers_for(ctx: Context) -> list[Controller]:
         LauncherController(ctx),
         ProgressController(ctx),
         MeteringController(ctx),
+        LeaseMeteringController(ctx),
     ]
 
 

@@ -20,6 +20,9 @@ USAGE_CSV_COLUMNS = (
     "cost",
     "currency",
     "started_at",
+    "kind",
+    "ref_id",
+    "quantity",
 )
 
 
@@ -29,8 +32,8 @@ def usage_csv(rows: Sequence[UsageOut]) -> str:
     writer.writerow(USAGE_CSV_COLUMNS)
     for row in rows:
         writer.writerow(
-            [row.job_id, row.job_name or "", row.gpu_model or "", row.gpus, row.seconds,
+            [row.job_id or "", row.job_name or "", row.gpu_model or "", row.gpus, row.seconds,
              row.gpu_seconds, row.card_seconds_from_packages, row.cost, row.currency,
-             row.started_at.isoformat()]
+             row.started_at.isoformat(), row.kind, row.ref_id, row.quantity]
         )
     return out.getvalue()

@@ -166,7 +166,7 @@ def test_a_six_second_job_is_charged_per_second(cloud: Cloud, priced: None) -> N
         "job_id": job["id"], "job_name": "", "gpu_model": "H100", "gpus": "1",
         "seconds": str(row["seconds"]), "gpu_seconds": str(row["gpu_seconds"]),
         "card_seconds_from_packages": "0", "cost": row["cost"], "currency": "CNY",
-        "started_at": "",
+        "started_at": "", "kind": "job", "ref_id": job["id"], "quantity": "0",
     }  # fmt: skip
     table = cloud.ok("usage", token=token)
     assert job["id"] in table

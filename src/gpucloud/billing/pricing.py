@@ -48,6 +48,7 @@ class PriceVersion:
     storage_gib_month: int = 0
     spot_discount_pct: int = 0
     packages: tuple[PackageOffer, ...] = field(default=())
+    server_hour: Mapping[str, int] = field(default_factory=dict)  # bare-metal model -> per hour
 
     def with_gpu_price(
         self, model: str, minor_per_hour: int, version: int, at: datetime
@@ -64,6 +65,7 @@ class PriceVersion:
             self.storage_gib_month,
             self.spot_discount_pct,
             self.packages,
+            self.server_hour,
         )
 
 
@@ -136,6 +138,26 @@ def version_at(versions: Sequence[PriceVersion], at: datetime) -> PriceVersion:
     return current
 
 
+def split_by_version(
+    versions: Sequence[PriceVersion], start: datetime, seconds: int
+) -> list[tuple[PriceVersion, int]]:
+    """``seconds`` whole seconds from ``start`` as (version in force, seconds) spans: a second
+    that starts before the next version's effective_from takes the earlier price."""
+    spans: list[tuple[PriceVersion, int]] = []
+    done = 0
+    while done < seconds:
+        at = start + timedelta(seconds=done)
+        version = version_at(versions, at)
+        later = [v.effective_from for v in versions if v.effective_from > at]
+        span = seconds - done
+        if later:
+            until_next = -(-(later[0] - at) // timedelta(seconds=1))
+            span = min(span, max(1, until_next))
+        spans.append((version, span))
+        done += span
+    return spans
+
+
 def rate(
     fp: Footprint,
     start: datetime,
@@ -152,16 +174,7 @@ def rate(
     accrued = remainder
     package_used = 0
     segments: list[tuple[int, int]] = []
-    done = 0
-    while done < seconds:
-        at = start + timedelta(seconds=done)
-        version = version_at(versions, at)
-        later = [v.effective_from for v in versions if v.effective_from > at]
-        # Seconds that start before the next version take this version's price.
-        span = seconds - done
-        if later:
-            until_next = -(-(later[0] - at) // timedelta(seconds=1))
-            span = min(span, max(1, until_next))
+    for version, span in split_by_version(versions, start, seconds):
         card_seconds = fp.gpus * span
         covered = min(card_seconds, package_card_seconds - package_used)
         package_used += covered
@@ -170,7 +183,6 @@ def rate(
         )
         accrued += span * base_units_per_second(version, fp)
         segments.append((version.version, span))
-        done += span
     return Charge(
         money_minor=accrued // SCALE,
         package_card_seconds=package_used,

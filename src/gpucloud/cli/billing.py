@@ -44,6 +44,14 @@ def print_price_book(book: PriceBookOut) -> None:
     for model, price in book.gpu_hour.items():
         table.add_row(model, render.money(price))
     console.print(table)
+    if book.server_hour:
+        servers = Table(box=None, pad_edge=False, header_style="bold")
+        servers.add_column("SERVER", no_wrap=True)
+        servers.add_column("PER SERVER-HOUR", justify="right", no_wrap=True)
+        for model, price in book.server_hour.items():
+            servers.add_row(model, render.money(price))
+        console.print()
+        console.print(servers)
     console.print()
     for label, value in (
         ("CPU core-hour", render.money(book.cpu_core_hour)),
@@ -78,22 +86,30 @@ def prices(as_json: JsonFlag = False) -> None:
 
 @price_app.command("set")
 def price_set(
-    model: Annotated[str, typer.Argument(help="GPU model, e.g. H100.")],
-    per_gpu_hour: Annotated[str, typer.Argument(help="Price per GPU-hour, e.g. 28.50.")],
+    model: Annotated[str, typer.Argument(help="GPU model, e.g. H100 (or a server model).")],
+    per_hour: Annotated[str, typer.Argument(help="Price per GPU-hour, e.g. 28.50.")],
+    server: Annotated[
+        bool, typer.Option("--server", help="MODEL is a bare-metal server model: per server-hour.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Add a price-book version, effective now, with a new price per GPU-hour for MODEL."""
-    name = resolve_model(model).name  # a typo is refused before anything is sent
+    """Add a price-book version, effective now, with a new hourly price for MODEL."""
     with client() as api:
-        book = api.set_price(name, per_gpu_hour)
+        if server:
+            name, unit = model, "server-hour"
+            book = api.set_price(server=model, server_hour=per_hour)
+            price = book.server_hour.get(name)
+        else:
+            name, unit = resolve_model(model).name, "GPU-hour"  # a typo is refused first
+            book = api.set_price(name, per_hour)
+            price = book.gpu_hour.get(name)
     if as_json:
         print_json(book)
         return
-    price = book.gpu_hour.get(name)
-    shown = render.money(price) if price is not None else per_gpu_hour
+    shown = render.money(price) if price is not None else per_hour
     console.print(
         f"price book v{book.version} in force from {timestamp(book.effective_from)}: "
-        f"{name} {shown} per GPU-hour",
+        f"{name} {shown} per {unit}",
         markup=False,
     )
 
@@ -149,13 +165,14 @@ def usage_table(rows: Sequence[UsageOut]) -> Table:
     from_packages = any(row.card_seconds_from_packages for row in rows)
     table = Table(box=None, pad_edge=False, header_style="bold")
     numbers = ("GPUS", "SECONDS", "GPU-SECONDS", "FROM PACKAGES", "COST")
-    columns = ["JOB", "NAME", "MODEL", "GPUS", "SECONDS", "GPU-SECONDS"]
+    columns = ["KIND", "ID", "NAME", "MODEL", "GPUS", "SECONDS", "GPU-SECONDS"]
     columns += ["FROM PACKAGES"] if from_packages else []
     for column in (*columns, "COST", "STARTED"):
         table.add_column(column, no_wrap=True, justify="right" if column in numbers else "left")
     for row in rows:
         cells = [
-            row.job_id,
+            row.kind if not row.quantity else f"{row.kind} x{row.quantity}",
+            row.ref_id or row.job_id or "-",
             row.job_name or "-",
             row.gpu_model or "-",
             str(row.gpus),
@@ -183,7 +200,8 @@ def usage(
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV with a header row.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """What each job was charged: model, GPUs, seconds, GPU-seconds and cost."""
+    """What each job (and each held volume or server) was charged: model, GPUs, seconds,
+    GPU-seconds and cost."""
     if as_csv and as_json:
         raise InputError("--csv and --json cannot be combined; choose one")
     start, end = _when(since, "--from"), _when(until, "--to")
@@ -200,9 +218,12 @@ def usage(
         return
     console.print(usage_table(rows))
     gpu_seconds = sum(row.gpu_seconds for row in rows)
+    runs = sum(1 for row in rows if row.job_id is not None)
+    held = len(rows) - runs
+    leases = f", {held} held resource(s)" if held else ""
     console.print(
         Text("total", style="bold")
-        + Text(f"  {len(rows)} job run(s), {gpu_seconds} GPU-seconds, {_totals(rows)}")
+        + Text(f"  {runs} job run(s){leases}, {gpu_seconds} GPU-seconds, {_totals(rows)}")
     )
 
 

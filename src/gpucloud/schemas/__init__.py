@@ -228,6 +228,7 @@ class PriceBookOut(Wire):
     storage_gib_month: Amount
     spot_discount_pct: int
     packages: list[PackageOfferOut]
+    server_hour: dict[str, Amount] = Field(default_factory=dict)  # bare-metal model -> per hour
 
 
 class PriceBookHistory(Wire):
@@ -245,6 +246,8 @@ class PriceChange(Wire):
     memory_gib_hour: str | None = None
     storage_gib_month: str | None = None
     spot_discount_pct: Annotated[int | None, Field(ge=0, le=100)] = None
+    server: Annotated[str | None, Field(min_length=1, max_length=64)] = None  # bare-metal model
+    server_hour: str | None = None  # per server-hour of ``server``
 
 
 class WalletOut(Wire):
@@ -279,9 +282,12 @@ class PackagePurchase(Wire):
 
 
 class UsageOut(Wire):
-    job_id: str
+    """One charged thing: a job's allocation (``kind`` job, instance or service-replica) or a
+    metered lease (``kind`` storage or server, ``quantity`` GiB or servers)."""
+
+    job_id: str | None
     job_name: str | None
-    allocation_id: str
+    allocation_id: str | None
     gpu_model: str | None
     gpus: int
     seconds: int
@@ -291,6 +297,9 @@ class UsageOut(Wire):
     cost_minor: int
     currency: str
     started_at: datetime
+    kind: str = "job"
+    ref_id: str = ""
+    quantity: int = 0
 
 
 class LedgerReport(Wire):

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gpucloud.billing.funds import Holdings, admission_shortfall_minor
+from gpucloud.billing.leases import LeaseKind
 from gpucloud.billing.ledger import (
     AccountKind,
     LedgerTx,
@@ -31,6 +32,7 @@ from gpucloud.billing.pricing import (
 )
 from gpucloud.core.errors import Conflict, InvalidRequest
 from gpucloud.core.jobspec import JobSpec
+from gpucloud.core.states import Workload
 from gpucloud.store import ledger
 from gpucloud.store.inventory import allocation_gpu_model, fleet_models
 from gpucloud.store.models import (
@@ -39,6 +41,7 @@ from gpucloud.store.models import (
     Job,
     LedgerAccount,
     LedgerTransaction,
+    MeteredLease,
     Tenant,
 )
 from gpucloud.store.prices import add_version, latest_version_number, load_versions
@@ -179,9 +182,12 @@ def buy_package(
 
 @dataclass(frozen=True)
 class UsageRow:
-    job_id: str
+    """One charged thing: an allocation of a job (or of an instance's or service's job), or a
+    metered lease (storage, a server). ``kind`` says which; ``ref_id`` is the product object."""
+
+    job_id: str | None
     job_name: str | None
-    allocation_id: str
+    allocation_id: str | None
     gpu_model: str | None
     gpus: int
     seconds: int
@@ -189,6 +195,9 @@ class UsageRow:
     card_seconds_from_packages: int
     cost: Money
     started_at: datetime
+    kind: str = Workload.JOB.value
+    ref_id: str = ""
+    quantity: int = 0  # GiB or servers, for leases
 
 
 def usage(
@@ -199,7 +208,7 @@ def usage(
     currency: str,
 ) -> list[UsageRow]:
     query = (
-        select(AllocationMeter, Job.name)
+        select(AllocationMeter, Job.name, Job.workload, Job.owner_id)
         .join(Job, Job.id == AllocationMeter.job_id)
         .order_by(AllocationMeter.started_at)
     )
@@ -209,7 +218,7 @@ def usage(
         query = query.where(AllocationMeter.started_at >= since)
     if until is not None:
         query = query.where(AllocationMeter.started_at < until)
-    return [
+    rows = [
         UsageRow(
             job_id=m.job_id,
             job_name=name,
@@ -221,8 +230,46 @@ def usage(
             card_seconds_from_packages=m.card_seconds_from_packages,
             cost=Money(m.charged_minor, currency),
             started_at=m.started_at,
+            kind=workload.value,
+            ref_id=owner or m.job_id,
         )
-        for m, name in session.execute(query)
+        for m, name, workload, owner in session.execute(query)
+    ]
+    rows += _lease_usage(session, tenant_id, since, until, currency)
+    return sorted(rows, key=lambda row: row.started_at)
+
+
+def _lease_usage(
+    session: Session,
+    tenant_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    currency: str,
+) -> list[UsageRow]:
+    query = select(MeteredLease).order_by(MeteredLease.started_at)
+    if tenant_id is not None:
+        query = query.where(MeteredLease.tenant_id == tenant_id)
+    if since is not None:
+        query = query.where(MeteredLease.started_at >= since)
+    if until is not None:
+        query = query.where(MeteredLease.started_at < until)
+    return [
+        UsageRow(
+            job_id=None,
+            job_name=None,
+            allocation_id=None,
+            gpu_model=lease.item if lease.kind == LeaseKind.SERVER else None,
+            gpus=0,
+            seconds=int((lease.charged_until - lease.started_at).total_seconds()),
+            gpu_seconds=0,
+            card_seconds_from_packages=0,
+            cost=Money(lease.charged_minor, currency),
+            started_at=lease.started_at,
+            kind=lease.kind,
+            ref_id=lease.ref_id,
+            quantity=lease.quantity,
+        )
+        for lease in session.scalars(query)
     ]
 
 

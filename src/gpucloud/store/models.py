@@ -258,6 +258,7 @@ class PriceVersionRow(Base):
     storage_gib_month: Mapped[int] = mapped_column(Money)
     spot_discount_pct: Mapped[int] = mapped_column(Integer)
     packages: Mapped[list[Any]]
+    server_hour: Mapped[dict[str, Any]] = mapped_column(default=dict)  # server model -> per hour
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
 
@@ -340,6 +341,7 @@ class MeteredLease(Base):
     ended_at: Mapped[datetime | None]
     charged_until: Mapped[datetime]
     remainder: Mapped[int] = mapped_column(BigInteger, default=0)
+    charged_minor: Mapped[int] = mapped_column(Money, default=0)
     # True once charged up to ended_at: the meter never reads it again.
     settled: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
 

@@ -36,6 +36,7 @@ def to_version(row: PriceVersionRow) -> PriceVersion:
         storage_gib_month=row.storage_gib_month,
         spot_discount_pct=row.spot_discount_pct,
         packages=tuple(PackageOffer(**p) for p in row.packages),
+        server_hour={str(k): int(v) for k, v in (row.server_hour or {}).items()},
     )
 
 
@@ -70,6 +71,7 @@ def add_version(session: Session, version: PriceVersion, created_by: str, now: d
                 }
                 for p in version.packages
             ],
+            server_hour=dict(version.server_hour),
             created_by=created_by,
             created_at=now,
         )

@@ -79,6 +79,7 @@ def price_book_out(v: PriceVersion) -> PriceBookOut:
             )
             for p in v.packages
         ],
+        server_hour={model: m(p) for model, p in sorted(v.server_hour.items())},
     )
 
 
@@ -112,6 +113,11 @@ def change_prices(body: PriceChange, platform: PlatformDep, who: PrincipalDep) -
             raise InvalidRequest("give both model and gpu_hour to change a GPU price", "model")
         if body.model is not None and body.gpu_hour is not None:
             gpu[resolve_model(body.model).name] = _price(body.gpu_hour, cur, "gpu_hour")
+        servers = dict(base.server_hour)
+        if (body.server is None) != (body.server_hour is None):
+            raise InvalidRequest("give both server and server_hour to price a server", "server")
+        if body.server is not None and body.server_hour is not None:
+            servers[body.server] = _price(body.server_hour, cur, "server_hour")
         version = PriceVersion(
             version=latest_version_number(session) + 1,
             effective_from=now,
@@ -128,6 +134,7 @@ def change_prices(body: PriceChange, platform: PlatformDep, who: PrincipalDep) -
                 base.spot_discount_pct if body.spot_discount_pct is None else body.spot_discount_pct
             ),
             packages=base.packages,
+            server_hour=servers,
         )
         add_version(session, version, who.user_name, now)
     return price_book_out(version)
@@ -219,6 +226,9 @@ def usage(
             cost_minor=r.cost.minor,
             currency=r.cost.currency,
             started_at=r.started_at,
+            kind=r.kind,
+            ref_id=r.ref_id,
+            quantity=r.quantity,
         )
         for r in rows
     ]

@@ -36,6 +36,10 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("owner_id", sa.String(length=32), nullable=True))
         batch_op.create_index("ix_jobs_owner_id", ["owner_id"], unique=False)
+    with op.batch_alter_table("price_versions", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("server_hour", sa.JSON(), nullable=False, server_default=sa.text("'{}'"))
+        )
     op.create_table(
         "metered_leases",
         sa.Column("id", sa.String(length=32), nullable=False),
@@ -48,6 +52,7 @@ def upgrade() -> None:
         sa.Column("ended_at", _WHEN, nullable=True),
         sa.Column("charged_until", _WHEN, nullable=False),
         sa.Column("remainder", sa.BigInteger(), nullable=False),
+        sa.Column("charged_minor", sa.BigInteger(), nullable=False),
         sa.Column("settled", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"]),
         sa.PrimaryKeyConstraint("id"),
@@ -60,6 +65,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("metered_leases")
+    with op.batch_alter_table("price_versions", schema=None) as batch_op:
+        batch_op.drop_column("server_hour")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index("ix_jobs_owner_id")
         batch_op.drop_column("owner_id")

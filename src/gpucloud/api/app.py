@@ -9,6 +9,7 @@ from gpucloud import console
 from gpucloud.api import problems
 from gpucloud.api.deps import Platform
 from gpucloud.api.routes import accounts, billing, events, health, jobs, limits, nodes
+from gpucloud.api.routes import assets as asset_routes
 from gpucloud.api.routes import metrics as metrics_routes
 
 
@@ -21,7 +22,8 @@ def create_app(platform: Platform) -> FastAPI:
     )
     app.state.platform = platform
     problems.install(app)
-    for module in (jobs, nodes, accounts, events, billing, limits, health, metrics_routes):
+    for module in (jobs, nodes, accounts, events, billing, limits, health, metrics_routes,
+                   asset_routes):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

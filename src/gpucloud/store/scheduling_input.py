@@ -24,11 +24,13 @@ from gpucloud.scheduling.model import (
     Topology,
     Workload,
 )
+from gpucloud.store.assets import fleet_places, with_register_topology
 from gpucloud.store.models import Allocation, DeviceClaim, Job
 from gpucloud.store.models import Device as DeviceRow
 from gpucloud.store.models import Node as NodeRow
 
-# Node labels that place a node in the fabric (set by the engine or the operator).
+# Node labels that place a node in the fabric: from the asset register for nodes matched to a
+# server there (store.assets), else as the engine labels them.
 TOPOLOGY_LABELS = ("nvlink_island", "leaf_switch", "rack")
 
 
@@ -83,8 +85,11 @@ def scheduling_input(session: Session, window: int, now: datetime) -> Scheduling
     held = [s.value for s in HOLDS_ALLOCATION]
     index_of: dict[str, int] = {}
     nodes, device_ids = [], {}
-    for row in session.scalars(select(NodeRow).order_by(NodeRow.id)):
-        labels = {str(k): str(v) for k, v in (row.labels or {}).items()}
+    rows = list(session.scalars(select(NodeRow).order_by(NodeRow.id)))
+    engine_labels = {r.id: {str(k): str(v) for k, v in (r.labels or {}).items()} for r in rows}
+    places = fleet_places(session, engine_labels)  # the asset register places nodes
+    for row in rows:
+        labels = with_register_topology(engine_labels[row.id], places, row.id)
         devices = []
         for d in sorted(row.devices, key=_index):
             device_ids[(row.id, d.index)] = d.id

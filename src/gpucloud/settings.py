@@ -23,6 +23,7 @@ class Settings:
     simulate_gpus: str | None = None
     database_url: str | None = None  # default: SQLite in data_dir
     stop_grace_s: float = 10.0
+    auth_max_failures: int = 20  # failed token checks per client address a minute; 0: no limit
     # --engine slurm (see docs/slurm.md): the CLI with a slurm.conf, or slurmrestd.
     slurm_conf: Path | None = None  # default: $SLURM_CONF, else /etc/slurm/slurm.conf
     slurm_api: str | None = None  # "cli" or "rest"; default: the CLI where it is installed

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from gpucloud.api.ratelimit import FailedAuthLimiter
+from gpucloud.api.ratelimit import MAX_FAILURES, FailedAuthLimiter
 from gpucloud.controllers.context import Context
 from gpucloud.controllers.runtime import ControlLoop
 from gpucloud.core.errors import NotFound, Unauthenticated
@@ -18,10 +18,13 @@ from gpucloud.store.accounts import authenticate, find_tenant
 class Platform:
     """What the API needs from the running control plane."""
 
-    def __init__(self, ctx: Context, loop: ControlLoop | None = None) -> None:
+    def __init__(
+        self, ctx: Context, loop: ControlLoop | None = None, auth_max_failures: int = MAX_FAILURES
+    ) -> None:
         self.ctx = ctx
         self.loop = loop
-        self.auth_failures = FailedAuthLimiter()  # failed token checks per client address
+        # Failed token checks per client address (api/ratelimit.py).
+        self.auth_failures = FailedAuthLimiter(auth_max_failures)
 
     def wake(self) -> None:
         if self.loop is not None:

@@ -38,6 +38,8 @@ class FailedAuthLimiter:
 
     def check(self, address: str) -> None:
         """Raise ``RateLimited`` while ``address`` has used up its failures."""
+        if self.max_failures <= 0:  # the operator turned the limit off
+            return
         with self._lock:
             recent = self._recent(address)
             if recent is None or len(recent) < self.max_failures:
@@ -50,6 +52,8 @@ class FailedAuthLimiter:
         )
 
     def failed(self, address: str) -> None:
+        if self.max_failures <= 0:
+            return
         with self._lock:
             recent = self._recent(address)
             if recent is None:

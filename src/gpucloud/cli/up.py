@@ -110,6 +110,10 @@ def up(
     stop_grace_s: Annotated[
         float, typer.Option(help="Seconds between SIGTERM and SIGKILL when stopping a job.")
     ] = 10.0,
+    auth_max_failures: Annotated[
+        int, typer.Option(help="Failed token checks a client address may make per minute "
+                          "before it gets 429 (0: no limit; see docs/security.md).")
+    ] = 20,
     slurm_conf: Annotated[
         Path | None,
         typer.Option(help="--engine slurm: the slurm.conf (default: $SLURM_CONF).",
@@ -163,6 +167,8 @@ def up(
                          "its own nodes")
     if stop_grace_s < 0:
         raise InputError(f"--stop-grace-s must be zero or more, got {stop_grace_s:g}")
+    if auth_max_failures < 0:
+        raise InputError(f"--auth-max-failures must be zero or more, got {auth_max_failures}")
     check_port_free(host, port)
     settings = Settings(
         data_dir=(data_dir or default_data_dir()).expanduser().resolve(),
@@ -172,6 +178,7 @@ def up(
         simulate_gpus=simulate_gpus,
         database_url=database_url,
         stop_grace_s=stop_grace_s,
+        auth_max_failures=auth_max_failures,
         slurm_conf=slurm_conf.expanduser().resolve() if slurm_conf else None,
         slurm_api=slurm_api,
         slurm_rest_url=slurm_rest_url,

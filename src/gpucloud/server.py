@@ -14,6 +14,7 @@ from gpucloud.api.deps import Platform
 from gpucloud.controllers.admission import AdmissionController
 from gpucloud.controllers.context import Context, Tunables
 from gpucloud.controllers.health import HealthController
+from gpucloud.controllers.instances import InstanceController
 from gpucloud.controllers.inventory import InventoryController
 from gpucloud.controllers.launcher import LauncherController
 from gpucloud.controllers.lease_metering import LeaseMeteringController
@@ -80,6 +81,7 @@ def controllers_for(ctx: Context) -> list[Controller]:
     return [
         InventoryController(ctx),
         HealthController(ctx),
+        InstanceController(ctx),  # before admission: a new run is admitted in the same pass
         AdmissionController(ctx),
         SchedulerController(ctx),
         LauncherController(ctx),

@@ -6,9 +6,9 @@ from fastapi import FastAPI
 
 import gpucloud
 from gpucloud import console
-from gpucloud.api import problems
+from gpucloud.api import jupyter_proxy, problems, terminal
 from gpucloud.api.deps import Platform
-from gpucloud.api.routes import accounts, billing, events, health, jobs, limits, nodes
+from gpucloud.api.routes import accounts, billing, events, health, instances, jobs, limits, nodes
 from gpucloud.api.routes import assets as asset_routes
 from gpucloud.api.routes import metrics as metrics_routes
 
@@ -23,7 +23,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.state.platform = platform
     problems.install(app)
     for module in (jobs, nodes, accounts, events, billing, limits, health, metrics_routes,
-                   asset_routes):
+                   instances, terminal, jupyter_proxy, asset_routes):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

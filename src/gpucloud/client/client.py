@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from gpucloud.billing.limits import LimitKind, Period
 from gpucloud.client import config
+from gpucloud.client.instances import InstancesMixin
 from gpucloud.core.errors import InvalidRequest
 from gpucloud.core.jobspec import JobSpec, parse_job_spec
 from gpucloud.core.states import TERMINAL
@@ -101,7 +102,7 @@ def error_from_response(response: httpx.Response) -> ApiError:
     )
 
 
-class Client:
+class Client(InstancesMixin):
     """A session with one gpucloud server. Arguments left out come from :mod:`config`."""
 
     def __init__(

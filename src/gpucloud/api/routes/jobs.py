@@ -44,6 +44,21 @@ def submit_job(
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     who.require(Role.MEMBER, "submitting jobs")
+    check_can_run(platform, who, spec)
+    now = platform.ctx.clock.now()
+
+    def action(session: Any) -> Any:
+        job = job_store.create_job(session, platform.ctx.ids, who, spec, now)
+        return job_out(job).model_dump(mode="json")
+
+    return idempotent.create(
+        platform, who, idempotency_key, "/v1/jobs", spec.model_dump(mode="json"), action
+    )
+
+
+def check_can_run(platform: Platform, who: Principal, spec: JobSpec) -> None:
+    """Refuse what can never run: too big for the fleet or the tenant's limits, or a wallet
+    that cannot pay for the admission runway. Also for instances, whose runs are jobs."""
     # Checked before taking the write lock: the fleet's shape changes rarely, jobs often.
     with platform.ctx.db.read() as session:
         reason = never_fits_job(fleet(session), spec)
@@ -63,15 +78,6 @@ def submit_job(
         )
         if funds is not None and not funds.covered:
             raise InsufficientFunds(funds.explain())
-    now = platform.ctx.clock.now()
-
-    def action(session: Any) -> Any:
-        job = job_store.create_job(session, platform.ctx.ids, who, spec, now)
-        return job_out(job).model_dump(mode="json")
-
-    return idempotent.create(
-        platform, who, idempotency_key, "/v1/jobs", spec.model_dump(mode="json"), action
-    )
 
 
 def _describe(spec: JobSpec) -> str:

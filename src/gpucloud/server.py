@@ -117,7 +117,8 @@ def build(settings: Settings, clock: Clock | None = None) -> ControlPlane:
     loop = ControlLoop(controllers_for(ctx), tick_s=ctx.tunables.tick_s)
     # One pass before serving: the fleet is known before the first request can ask about it.
     loop.controllers[0].reconcile_once()
-    return ControlPlane(settings, Platform(ctx, loop), loop, built.note, secret)
+    platform = Platform(ctx, loop, auth_max_failures=settings.auth_max_failures)
+    return ControlPlane(settings, platform, loop, built.note, secret)
 
 
 def write_secret(path: Path, secret: str) -> None:

@@ -413,6 +413,7 @@ class ConsoleSession(Base):
 from gpucloud.store import (  # noqa: E402
     models_control,  # noqa: F401
     models_fleet,  # noqa: F401
+    models_images,  # noqa: F401
     models_instances,  # noqa: F401
     models_services,  # noqa: F401
     models_workspaces,  # noqa: F401

@@ -1,3 +1,3 @@
-"""Tables of instances, volumes, datasets and images (issue 9)."""
+"""Tables of volumes, datasets and the nodes' dataset caches (issue 9)."""
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass  # filled in with the tables of store/models_control.py
+    # Kept empty: databases already upgraded through this revision would never run tables
+    # added here, so the tables are in later revisions (the leader lease: see 0015).
+    pass
 
 
 def downgrade() -> None:

@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gpucloud.api.deps import Platform
@@ -30,6 +30,7 @@ from gpucloud.settings import Settings
 from gpucloud.store import migrate
 from gpucloud.store.accounts import bootstrap_operator
 from gpucloud.store.db import Database, sqlite_url
+from gpucloud.store.leader import FencedDatabase, LeaderElector, replica_id
 from gpucloud.store.prices import bootstrap_prices
 
 log = logging.getLogger("gpucloud")
@@ -114,9 +115,15 @@ def build(settings: Settings, clock: Clock | None = None) -> ControlPlane:
         bootstrap_prices(session, ctx.clock.now(), effective_from=ctx.clock.now())
     if secret is not None:
         write_secret(settings.token_file, secret)
-    loop = ControlLoop(controllers_for(ctx), tick_s=ctx.tunables.tick_s)
-    # One pass before serving: the fleet is known before the first request can ask about it.
-    loop.controllers[0].reconcile_once()
+    # Controllers write through the fenced database and run only while this replica holds
+    # the leader lease (docs/ha.md); the API keeps the plain one and serves on every replica.
+    elector = LeaderElector(db, replica_id(settings.port))
+    fenced = replace(ctx, db=FencedDatabase(db, elector))
+    loop = ControlLoop(controllers_for(fenced), tick_s=ctx.tunables.tick_s, leadership=elector)
+    # One pass before serving: the fleet is known before the first request can ask about it
+    # (a follower's leader has done it).
+    loop.keep_lease_once()
+    loop.run_pass(loop.controllers[:1])
     platform = Platform(ctx, loop, auth_max_failures=settings.auth_max_failures)
     return ControlPlane(settings, platform, loop, built.note, secret)
 

@@ -10,6 +10,7 @@ from gpucloud.api import jupyter_proxy, problems, terminal
 from gpucloud.api.deps import Platform
 from gpucloud.api.routes import accounts, billing, events, health, instances, jobs, limits, nodes
 from gpucloud.api.routes import assets as asset_routes
+from gpucloud.api.routes import leader as leader_routes
 from gpucloud.api.routes import metrics as metrics_routes
 
 
@@ -23,7 +24,7 @@ def create_app(platform: Platform) -> FastAPI:
     app.state.platform = platform
     problems.install(app)
     for module in (jobs, nodes, accounts, events, billing, limits, health, metrics_routes,
-                   instances, terminal, jupyter_proxy, asset_routes):
+                   instances, terminal, jupyter_proxy, asset_routes, leader_routes):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

@@ -1,4 +1,8 @@
-"""Runs the controllers in one background thread, one pass per tick or when woken."""
+"""Runs the controllers in one background thread, one pass per tick or when woken.
+
+With a ``Leadership`` (several replicas on one database: docs/ha.md) a second thread keeps the
+leader lease, and passes run only on the replica that holds it; the others serve the API only.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from gpucloud.core.errors import EngineUnavailable
+from gpucloud.core.leadership import LeadershipLost, Step
 from gpucloud.store.db import DATABASE_UNAVAILABLE
 
 log = logging.getLogger("gpucloud.controllers")
@@ -20,19 +25,40 @@ class Controller(Protocol):
     def reconcile_once(self) -> None: ...
 
 
+class Leadership(Protocol):
+    """store/leader.py's LeaderElector, as the loop sees it."""
+
+    me: str  # this replica's holder id
+    renew_every_s: float
+
+    def step(self) -> Step: ...
+
+    def begin_pass(self) -> bool: ...
+
+    def may_run(self) -> bool: ...
+
+    def release(self) -> None: ...
+
+
 class ControlLoop:
     """A crash in one controller is logged and retried next tick; it never stops the others."""
 
     def __init__(
-        self, controllers: Sequence[Controller], tick_s: float, coalesce_s: float = 0.05
+        self,
+        controllers: Sequence[Controller],
+        tick_s: float,
+        coalesce_s: float = 0.05,
+        leadership: Leadership | None = None,
     ) -> None:
         self.controllers = list(controllers)
+        self.leadership = leadership  # None: a single replica that always runs the controllers
         self.tick_s = tick_s
         # After a wake-up, wait this long so that a burst of API writes shares one pass.
         self.coalesce_s = coalesce_s
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lease_thread: threading.Thread | None = None
         self.passes = 0
         # Passes in a row that met an unavailable database: the wait grows while it lasts.
         self.failing_passes = 0
@@ -41,11 +67,20 @@ class ControlLoop:
         """Called by the API after a write, so a new job is placed without waiting a tick."""
         self._wake.set()
 
-    def run_pass(self) -> None:
+    def run_pass(self, controllers: Sequence[Controller] | None = None) -> None:
+        if self.leadership is not None and not self.leadership.begin_pass():
+            return  # a follower: the leader's controllers do the work
         database_down = False
-        for controller in self.controllers:
+        for controller in self.controllers if controllers is None else controllers:
+            if self.leadership is not None and not self.leadership.may_run():
+                log.warning("leader lease not renewed in time: pass stopped before %s",
+                            controller.name)
+                break
             try:
                 controller.reconcile_once()
+            except LeadershipLost as err:  # fenced: another replica leads now
+                log.warning("%s: %s", controller.name, err)
+                break
             except DATABASE_UNAVAILABLE as err:  # retry after a backoff: see next_wait_s
                 database_down = True
                 log.warning("%s: database unavailable, will retry: %s", controller.name,
@@ -64,7 +99,35 @@ class ControlLoop:
             return self.tick_s
         return min(max(self.tick_s, 0.1) * (1 << min(self.failing_passes, 8)), MAX_BACKOFF_S)
 
+    def keep_lease_once(self) -> Step | None:
+        """One acquire/renew/follow step; a follower that just became leader wakes the loop."""
+        if self.leadership is None:
+            return None
+        try:
+            step = self.leadership.step()
+        except DATABASE_UNAVAILABLE as err:  # the lease lapses on its own if this lasts
+            log.warning("leader lease: database unavailable, will retry: %s",
+                        str(err).strip().splitlines()[0] if str(err).strip() else err)
+            return None
+        except Exception:
+            log.exception("leader lease step failed, will retry")
+            return None
+        if step is Step.ACQUIRE:
+            self.wake()
+        return step
+
+    def _keep_lease(self) -> None:
+        assert self.leadership is not None
+        while not self._stop.is_set():
+            self.keep_lease_once()
+            self._stop.wait(self.leadership.renew_every_s)
+
     def start(self) -> None:
+        if self.leadership is not None:
+            self._lease_thread = threading.Thread(
+                target=self._keep_lease, name="gpucloud-leader-lease", daemon=True
+            )
+            self._lease_thread.start()
         self._thread = threading.Thread(target=self._run, name="gpucloud-controllers", daemon=True)
         self._thread.start()
 
@@ -82,3 +145,10 @@ class ControlLoop:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._lease_thread is not None:
+            self._lease_thread.join(timeout)
+        if self.leadership is not None:
+            try:  # hand over at once instead of after the TTL
+                self.leadership.release()
+            except Exception as err:  # shutting down: the TTL covers it
+                log.warning("could not release the leader lease: %s", err)

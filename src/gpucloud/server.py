@@ -22,6 +22,7 @@ from gpucloud.controllers.metering import MeteringController
 from gpucloud.controllers.progress import ProgressController
 from gpucloud.controllers.runtime import Controller, ControlLoop
 from gpucloud.controllers.scheduler import SchedulerController
+from gpucloud.controllers.services import ServiceController
 from gpucloud.core.clock import Clock, SystemClock
 from gpucloud.core.errors import InvalidRequest
 from gpucloud.core.ids import IdFactory
@@ -83,6 +84,7 @@ def controllers_for(ctx: Context) -> list[Controller]:
         InventoryController(ctx),
         HealthController(ctx),
         InstanceController(ctx),  # before admission: a new run is admitted in the same pass
+        ServiceController(ctx),  # before admission: new replicas are admitted in the same pass
         AdmissionController(ctx),
         SchedulerController(ctx),
         LauncherController(ctx),

@@ -12,6 +12,7 @@ from gpucloud.api.routes import accounts, billing, events, health, instances, jo
 from gpucloud.api.routes import assets as asset_routes
 from gpucloud.api.routes import leader as leader_routes
 from gpucloud.api.routes import metrics as metrics_routes
+from gpucloud.api.routes import services as service_routes
 
 
 def create_app(platform: Platform) -> FastAPI:
@@ -26,6 +27,7 @@ def create_app(platform: Platform) -> FastAPI:
     for module in (jobs, nodes, accounts, events, billing, limits, health, metrics_routes,
                    instances, terminal, jupyter_proxy, asset_routes, leader_routes):
         app.include_router(module.router)
+    app.include_router(service_routes.router)  # and the /s/ endpoints (service_router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import httpx
 import websockets
 from fastapi import APIRouter, Request, WebSocket
-from fastapi.responses import RedirectResponse, Response, StreamingResponse
-from starlette.background import BackgroundTask
+from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from websockets.asyncio.client import ClientConnection
 
-from gpucloud.api import instance_access
+from gpucloud.api import http_proxy, instance_access
 from gpucloud.api.deps import Platform
 from gpucloud.api.terminal import deny
 from gpucloud.core.errors import Conflict, GpucloudError
@@ -30,11 +28,6 @@ from gpucloud.engines.instance_host import JupyterAddress, jupyter_address
 
 router = APIRouter(tags=["instances"])
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
-# Hop-by-hop (RFC 9110 7.6.1) or ours: never forwarded.
-DROP_REQUEST = {"host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
-                "proxy-authorization", "authorization", "cookie", "content-length"}
-DROP_RESPONSE = {"connection", "keep-alive", "transfer-encoding", "content-length",
-                 "content-encoding"}
 _client: httpx.AsyncClient | None = None
 
 
@@ -68,16 +61,7 @@ async def jupyter_http(ref: str, path: str, request: Request) -> Response:
         return instance_access.error_response(Conflict(
             f"instance {target.name}: Jupyter does not answer ({type(err).__name__}); it may "
             "still be starting, try again in a few seconds"))[1]  # type: ignore[return-value]
-    kept = [(k, v) for k, v in answer.headers.multi_items() if k.lower() not in DROP_RESPONSE]
-    response = StreamingResponse(_body(answer), status_code=answer.status_code,
-                                 background=BackgroundTask(answer.aclose))
-    response.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in kept]
-    return response
-
-
-async def _body(answer: httpx.Response) -> AsyncIterator[bytes]:
-    async for chunk in answer.aiter_raw():
-        yield chunk
+    return http_proxy.streamed(answer)
 
 
 @router.websocket("/v1/instances/{ref}/jupyter/{path:path}")
@@ -152,12 +136,6 @@ def _locate(platform: Platform, connection: Request | WebSocket,
 
 def _forward_headers(items: object, cookies: dict[str, str],
                      token: str | None) -> dict[str, str]:
-    from gpucloud.console.auth import SESSION_COOKIE, SIGNIN_COOKIE
-
-    headers = {k: v for k, v in items if k.lower() not in DROP_REQUEST}  # type: ignore[attr-defined]
-    theirs = "; ".join(f"{k}={v}" for k, v in cookies.items()
-                       if k not in (SESSION_COOKIE, SIGNIN_COOKIE))
-    if theirs:
-        headers["cookie"] = theirs
+    headers = http_proxy.request_headers(items, cookies)  # type: ignore[arg-type]
     headers["authorization"] = f"token {token}"
     return headers

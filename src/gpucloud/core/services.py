@@ -47,7 +47,7 @@ class ServiceSpec(BaseModel):
     gpu_type: str | None = None
     cpus: float = DEFAULT_SERVICE_CPUS
     memory_mib: int = DEFAULT_SERVICE_MEMORY_MIB
-    image: str | None = None  # recorded; engines run the command on the host (see docs)
+    image: str | None = None  # the replicas' image (as a job's); None: the node's own
     env: dict[str, str] = Field(default_factory=dict)
     min_replicas: Annotated[int, Field(ge=0, le=MAX_REPLICAS)] = 0
     max_replicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] = 1
@@ -113,10 +113,17 @@ class ServiceSpec(BaseModel):
             "memory_mib": self.memory_mib,
             "env": {**self.env, "PORT": str(port)},
         }
+        if self.image is not None:  # the job's image rules (core/images.py) apply
+            data["image"] = self.image
         try:
             return parse_job_spec(data)
         except InvalidRequest as err:
             raise ValueError(str(err)) from err
+
+
+def replica_job_name(service_name: str, ordinal: int) -> str:
+    """The name of a replica's job (within the job name's 63 characters)."""
+    return f"{service_name[:48].rstrip('-._')}-r{ordinal}"
 
 
 def parse_service_spec(data: Any) -> ServiceSpec:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from gpucloud.controllers.images import image_env
 from gpucloud.core.launch_env import Rendezvous, job_environment, rendezvous_port
 from gpucloud.engines.base import Engine, LaunchSpec, ReplicaSpec
 from gpucloud.store.models import Allocation, Device, Job, Node
@@ -33,7 +34,7 @@ def build_launch_spec(
             device_indexes=indexes,
             simulated=any(d.simulated for d in devices),
             rendezvous=Rendezvous(rank, len(allocations), master.address, port),
-        )
+        ) | image_env(session, engine, job, allocation.node_id)  # the venv of its image
         replicas.append(ReplicaSpec(
             allocation_id=allocation.id,
             node_id=allocation.node_id,

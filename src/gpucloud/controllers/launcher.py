@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from gpucloud.controllers.context import Context
+from gpucloud.controllers.images import images_ready
 from gpucloud.controllers.launch_spec import build_launch_spec
 from gpucloud.core.clock import as_utc
 from gpucloud.core.errors import EngineError, EngineUnavailable, GpucloudError
@@ -97,6 +98,9 @@ class LauncherController:
                     finish = finish_unlaunched(StopReason(job.stop_request))
                     transition(session, job, finish.state, finish.reason, now, finish.message)
                     continue
+                if not attempted and not images_ready(session, self.ctx.engine, job,
+                                                      allocations):
+                    continue  # its image is being prepared on its nodes (controllers/images)
                 for allocation in allocations:
                     allocation.launch_attempted_at = allocation.launch_attempted_at or now
                 specs.append(build_launch_spec(session, self.ctx.engine, job, allocations))

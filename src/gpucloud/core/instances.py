@@ -150,7 +150,10 @@ class InstanceSpec(BaseModel):
             "gpu_type": None if no_gpu else self.gpu_type,
             "cpus": self.cpus,
             "memory_mib": self.memory_mib,
-            "env": dict(env),
+            # In an image, ``pip install`` goes to the instance's disk (~/.local), never into
+            # the node's shared venv; ``gpucloud image save`` copies it from there.
+            "env": {**env, "PIP_USER": "1"} if self.image else dict(env),
+            "image": self.image,
         }
         try:
             return parse_job_spec(data)

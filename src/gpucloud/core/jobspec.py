@@ -61,6 +61,8 @@ class JobSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     priority: Annotated[int, Field(ge=-100, le=100)] = 0
     tier: Tier = Tier.ON_DEMAND  # spot: cheaper, may be preempted
+    # A catalogue or private image (core/images.py): its venv on the node; None: the node's own.
+    image: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -85,7 +87,7 @@ class JobSpec(BaseModel):
             data["gpus"] = data.pop("gpus_per_node")
         return data
 
-    @field_validator("name")
+    @field_validator("name", "image")
     @classmethod
     def _check_name(cls, value: str | None) -> str | None:
         if value is not None and not _NAME.match(value):

@@ -120,4 +120,7 @@ def shell_context(engine: Engine, ref: EngineRef) -> ShellContext:
     if not Path(shell).exists():
         shell = "/bin/sh"
     cwd = env.get("HOME") or str(spec["cwd"])
-    return ShellContext([shell, "-l"] if shell.endswith("bash") else [shell], env, cwd)
+    # A login shell's /etc/profile resets PATH: in an image, an interactive non-login shell
+    # keeps the image's venv first on PATH, as the instance's own process has it.
+    flag = "-i" if "VIRTUAL_ENV" in env else "-l"
+    return ShellContext([shell, flag] if shell.endswith("bash") else [shell], env, cwd)

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from gpucloud.api import idempotent
 from gpucloud.api.deps import Platform, PlatformDep, PrincipalDep
 from gpucloud.api.views import event_out, job_out
+from gpucloud.controllers.images import check_image
 from gpucloud.core.errors import ExceedsQuota, InsufficientFunds, NeverFits
 from gpucloud.core.jobspec import JobSpec
 from gpucloud.core.states import JobState
@@ -78,6 +79,7 @@ def check_can_run(platform: Platform, who: Principal, spec: JobSpec) -> None:
         )
         if funds is not None and not funds.covered:
             raise InsufficientFunds(funds.explain())
+        check_image(session, platform.ctx.engine, who.tenant_id, spec.image)  # the tenant's
 
 
 def _describe(spec: JobSpec) -> str:

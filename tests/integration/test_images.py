@@ -1,0 +1,190 @@
+"""Images on the real local engine (real venvs, builder processes, jobs and ptys) and a real
+database: the catalogue, a job inside its image's venv, one build reused by the next job, a
+failed build as a clear job error, and ``image save`` of an instance seen by a later job and by
+nobody in another tenant. No network: the tiny ``cuda-base`` preset needs no download."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gpucloud.controllers.context import Tunables
+from gpucloud.engines.discovery import local_nodes
+from gpucloud.engines.local import LocalEngine
+from gpucloud.store.db import Database
+from tests.billing_api import bearer, priced_api, tenant
+from tests.harness import Harness, make_harness
+from tests.integration.test_instances import create, in_state, run_in_shell, until
+from tests.servers import kill_job_processes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "data"
+    yield path
+    kill_job_processes(path)
+
+
+@pytest.fixture
+def h(db: Database, data_dir: Path) -> Harness:
+    engine = LocalEngine(data_dir, local_nodes("8xH100")[0])
+    return make_harness(db, engine, tunables=Tunables(  # type: ignore[arg-type]
+        stop_grace_s=2, inventory_interval_s=0, node_silence_s=0))
+
+
+def submit(api: TestClient, token: str, image: str, script: str) -> dict[str, Any]:
+    response = api.post("/v1/jobs", headers=bearer(token), json={
+        "command": ["/bin/sh", "-c", script], "image": image, "cpus": 0.5, "memory": "256M"})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def job(api: TestClient, token: str, job_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = api.get(f"/v1/jobs/{job_id}", headers=bearer(token)).json()
+    return body
+
+
+def finished(h: Harness, api: TestClient, token: str, job_id: str) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
+        current = job(api, token, job_id)
+        return current if current["state"] in ("SUCCEEDED", "FAILED", "CANCELLED") else None
+
+    done: dict[str, Any] = until(h, ended, f"job {job_id} to end", timeout_s=60)
+    return done
+
+
+def output(api: TestClient, token: str, job_id: str) -> str:
+    response = api.get(f"/v1/jobs/{job_id}/logs", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+def image(api: TestClient, token: str, name: str) -> dict[str, Any]:
+    response = api.get(f"/v1/images/{name}", headers=bearer(token))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+PROBE = ('python -c "import os, sys; print(\'prefix=\' + sys.prefix); '
+         'print(\'venv=\' + os.environ[\'VIRTUAL_ENV\']); '
+         'print(\'image=\' + os.environ[\'GPUCLOUD_IMAGE\'])"')
+
+
+def test_the_catalogue_lists_the_presets_with_their_versions(h: Harness) -> None:
+    api = h.api()
+    listed = api.get("/v1/images", headers=bearer(h.admin_token)).json()["items"]
+    by_name = {i["name"]: i for i in listed}
+    assert {"pytorch", "tensorflow", "jax", "cuda-base", "ascend-cann"} <= set(by_name)
+    assert (by_name["pytorch"]["framework"], by_name["pytorch"]["framework_version"],
+            by_name["pytorch"]["accelerator_version"]) == ("torch", "2.5.1", "12.4")
+    assert by_name["ascend-cann"]["accelerator"] == "cann"
+    assert "torch==2.5.1" in by_name["pytorch"]["requirements"]
+    assert by_name["cuda-base"]["requirements"] == []
+    assert api.get("/v1/images/no-such", headers=bearer(h.admin_token)).status_code == 404
+
+
+def test_a_job_runs_in_its_image_venv_built_once_and_reused(h: Harness, data_dir: Path) -> None:
+    api = priced_api(h)
+    token = tenant(api, h, "lab", "100000")
+    first = submit(api, token, "cuda-base", PROBE)
+    # The pass that places it starts the build and holds the job until the venv is ready.
+    held = until(h, lambda: (j := job(api, token, first["id"]))["state"] == "SCHEDULED" and j,
+                 "the job placed")
+    assert held["message"].startswith("preparing image cuda-base on node "), held
+    done = finished(h, api, token, first["id"])
+    assert done["state"] == "SUCCEEDED", done
+    text = output(api, token, first["id"])
+    venv = text.split("venv=")[1].split()[0]
+    assert f"prefix={venv}" in text and "image=cuda-base" in text
+    assert Path(venv).is_relative_to(data_dir / "images" / "nodes")
+    built = image(api, token, "cuda-base")["nodes"]
+    assert [(n["state"], n["builds"], n["path"]) for n in built] == [("READY", 1, venv)]
+    stamp = (Path(venv) / "pyvenv.cfg").stat().st_mtime_ns
+
+    second = submit(api, token, "cuda-base", PROBE)
+    assert finished(h, api, token, second["id"])["state"] == "SUCCEEDED"
+    assert f"prefix={venv}" in output(api, token, second["id"])
+    again = image(api, token, "cuda-base")["nodes"]
+    assert [(n["state"], n["builds"]) for n in again] == [("READY", 1)]  # reused, not rebuilt
+    assert (Path(venv) / "pyvenv.cfg").stat().st_mtime_ns == stamp
+
+
+def test_a_failed_build_fails_the_job_with_the_reason(h: Harness, data_dir: Path) -> None:
+    # An operator's catalogue entry whose requirement cannot be installed (a missing local
+    # wheel: pip fails at once, without the network).
+    (data_dir / "images").mkdir(parents=True, exist_ok=True)
+    (data_dir / "images" / "catalogue.json").write_text(json.dumps([{
+        "name": "broken", "title": "a broken preset", "framework": "none",
+        "accelerator_version": "12.4", "requirements": [str(data_dir / "no-such.whl")]}]))
+    api = priced_api(h)
+    token = tenant(api, h, "lab", "100000")
+    listed = {i["name"] for i in api.get("/v1/images", headers=bearer(token)).json()["items"]}
+    assert "broken" in listed
+    failed = submit(api, token, "broken", "echo never runs")
+    done = finished(h, api, token, failed["id"])
+    assert (done["state"], done["reason"]) == ("FAILED", "LAUNCH_FAILED"), done
+    assert "image broken failed to build on node" in done["message"], done
+    assert "no-such.whl" in done["message"]
+    nodes = image(api, token, "broken")["nodes"]
+    assert [n["state"] for n in nodes] == ["FAILED"]
+
+
+def test_image_save_makes_a_private_image_only_its_tenant_sees(h: Harness) -> None:
+    api = priced_api(h)
+    token = tenant(api, h, "lab", "100000")
+    other = tenant(api, h, "rival", "100000")
+    create(api, token, name="dev", gpus=1, image="cuda-base")
+    in_state(h, api, token, "dev", "RUNNING")
+    # "Install" a tiny package the way pip --user would (no network): a module and its
+    # dist-info in the instance's user site, which PIP_USER=1 makes pip's target.
+    script = (
+        'D=$(python -c "import site; print(site.getusersitepackages())"); mkdir -p "$D"; '
+        'echo "VALUE = 42" > "$D/tinypkg.py"; mkdir -p "$D/tinypkg-1.0.dist-info"; '
+        'printf "Metadata-Version: 2.1\\nName: tinypkg\\nVersion: 1.0\\n" '
+        '> "$D/tinypkg-1.0.dist-info/METADATA"; echo "pip_user=$PIP_USER"; '
+        'python -c "import tinypkg; print(\'in-instance\', tinypkg.VALUE)"')
+    out, code = run_in_shell(api, token, "dev", script)
+    assert code == 0 and "in-instance 42" in out and "pip_user=1" in out, out
+
+    saved = api.post("/v1/images", headers=bearer(token), json={"instance": "dev",
+                                                                 "name": "mine"})
+    assert saved.status_code == 201, saved.text
+    body = saved.json()
+    assert (body["kind"], body["base"], body["packages"]) == ("private", "cuda-base",
+                                                             ["tinypkg==1.0"])
+    again = api.post("/v1/images", headers=bearer(token), json={"instance": "dev",
+                                                                "name": "mine"})
+    assert again.status_code == 409, again.text
+    preset_name = api.post("/v1/images", headers=bearer(token),
+                           json={"instance": "dev", "name": "pytorch"})
+    assert preset_name.status_code == 409
+
+    used = submit(api, token, "mine",
+                  'python -c "import tinypkg, os; print(\'job\', tinypkg.VALUE, '
+                  'os.environ[\'GPUCLOUD_IMAGE\'])"')
+    done = finished(h, api, token, used["id"])
+    assert done["state"] == "SUCCEEDED", done
+    assert "job 42 mine" in output(api, token, used["id"])
+
+    # Another tenant: not listed, not shown, not usable.
+    theirs = {i["name"] for i in api.get("/v1/images", headers=bearer(other)).json()["items"]}
+    assert "mine" not in theirs and "cuda-base" in theirs
+    assert api.get("/v1/images/mine", headers=bearer(other)).status_code == 404
+    assert api.get(f"/v1/images/{body['id']}", headers=bearer(other)).status_code == 404
+    assert api.delete("/v1/images/mine", headers=bearer(other)).status_code == 404
+    refused = api.post("/v1/jobs", headers=bearer(other), json={
+        "command": ["true"], "image": "mine", "cpus": 0.5, "memory": "256M"})
+    assert refused.status_code == 404, refused.text
+    assert "mine" in refused.json()["detail"]
+
+    assert api.delete("/v1/images/mine", headers=bearer(token)).status_code == 200
+    assert api.get("/v1/images/mine", headers=bearer(token)).status_code == 404

@@ -14,6 +14,7 @@ from gpucloud.api.deps import Platform
 from gpucloud.controllers.admission import AdmissionController
 from gpucloud.controllers.context import Context, Tunables
 from gpucloud.controllers.health import HealthController
+from gpucloud.controllers.images import ImageController
 from gpucloud.controllers.instances import InstanceController
 from gpucloud.controllers.inventory import InventoryController
 from gpucloud.controllers.launcher import LauncherController
@@ -87,6 +88,7 @@ def controllers_for(ctx: Context) -> list[Controller]:
         ServiceController(ctx),  # before admission: new replicas are admitted in the same pass
         AdmissionController(ctx),
         SchedulerController(ctx),
+        ImageController(ctx),  # before the launcher, which waits for jobs' images
         LauncherController(ctx),
         ProgressController(ctx),
         MeteringController(ctx),

@@ -10,6 +10,7 @@ from gpucloud.api import jupyter_proxy, problems, terminal
 from gpucloud.api.deps import Platform
 from gpucloud.api.routes import accounts, billing, events, health, instances, jobs, limits, nodes
 from gpucloud.api.routes import assets as asset_routes
+from gpucloud.api.routes import images as image_routes
 from gpucloud.api.routes import leader as leader_routes
 from gpucloud.api.routes import metrics as metrics_routes
 from gpucloud.api.routes import services as service_routes
@@ -27,6 +28,7 @@ def create_app(platform: Platform) -> FastAPI:
     for module in (jobs, nodes, accounts, events, billing, limits, health, metrics_routes,
                    instances, terminal, jupyter_proxy, asset_routes, leader_routes):
         app.include_router(module.router)
+    app.include_router(image_routes.router)
     app.include_router(service_routes.router)  # and the /s/ endpoints (service_router)
 
     @app.get("/healthz", tags=["health"])

@@ -35,6 +35,11 @@ def test_the_holder_renews_only_its_own_token() -> None:
     assert decide(row("a", 3, 2), NOW, "a", None) is Step.FOLLOW
 
 
+def test_a_live_lease_of_a_process_gone_from_this_machine_is_taken_at_once() -> None:
+    assert decide(row("b", 3, 4), NOW, "a", None, holder_gone=True) is Step.ACQUIRE
+    assert decide(row("a", 3, 4), NOW, "a", Held(3, NOW), holder_gone=True) is Step.RENEW
+
+
 def test_a_live_lease_of_another_replica_is_followed() -> None:
     assert decide(row("b", 3, 0.001), NOW, "a", None) is Step.FOLLOW
     assert decide(row("b", 3, 2), NOW, "a", Held(3, NOW)) is Step.FOLLOW

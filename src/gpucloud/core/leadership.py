@@ -50,9 +50,16 @@ class Held:
     expires_at: datetime
 
 
-def decide(row: LeaseRow | None, now: datetime, me: str, held: Held | None) -> Step:
-    """The next step for replica ``me`` given the row as read inside the transaction."""
+def decide(row: LeaseRow | None, now: datetime, me: str, held: Held | None,
+           holder_gone: bool = False) -> Step:
+    """The next step for replica ``me`` given the row as read inside the transaction.
+
+    ``holder_gone``: the holder is a process of this machine that no longer exists (a crash,
+    restarted by systemd): taken at once instead of after the TTL. A dead process cannot
+    write, and a stopped one is not gone, so this never shortens a live holder's lease."""
     if row is None or row.holder is None or row.expires_at <= now:
+        return Step.ACQUIRE
+    if holder_gone and row.holder != me:
         return Step.ACQUIRE
     if row.holder == me and held is not None and row.token == held.token:
         return Step.RENEW

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -32,9 +33,39 @@ from gpucloud.store.models_control import LeaderLease
 log = logging.getLogger("gpucloud.leader")
 
 
+def _machine() -> str:
+    """This host and PID namespace: where a holder's pid can be looked up."""
+    try:
+        namespace = str(Path("/proc/self/ns/pid").readlink()).removeprefix("pid:").strip("[]")
+    except OSError:
+        namespace = "?"
+    return f"{socket.gethostname()}@{namespace}"
+
+
 def replica_id(port: int) -> str:
     """Unique per process start: a restarted replica is a new holder with a new token."""
-    return f"{socket.gethostname()}:{port}:{os.getpid()}:{secrets.token_hex(3)}"
+    return f"{_machine()}:{port}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def holder_gone(holder: str | None) -> bool:
+    """The holder ran on this machine and its process no longer exists (SIGKILL, a crash).
+    Anything unknown (another machine, an unparsable id, no permission) counts as alive."""
+    if holder is None:
+        return False
+    machine, _, rest = holder.partition(":")
+    parts = rest.split(":")
+    if machine != _machine() or "?" in machine or len(parts) != 3 or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _row(lease: LeaderLease | None) -> LeaseRow | None:
@@ -98,7 +129,8 @@ class LeaderElector:
                 ).one_or_none()
                 now = db_now(session)
                 row = _row(lease)
-                step = leadership.decide(row, now, self.me, held)
+                gone = row is not None and holder_gone(row.holder)
+                step = leadership.decide(row, now, self.me, held, gone)
                 expires = leadership.expiry(now, self.ttl_s)
                 if step is Step.ACQUIRE:
                     token = leadership.next_token(row)

@@ -11,9 +11,11 @@ For tests and benchmarks, environment variables shape it:
 - ``CHAT_DELAY_S``: pause before each streamed chunk (and the whole answer), default 0;
 - ``CHAT_VERSION``: reported in every answer (``system_fingerprint``) and by ``/health``;
 - ``CHAT_BROKEN_FILE``: while this file exists, ``/health`` answers 503 (readiness fails);
+  ``{port}`` in it is replaced by ``$PORT``, so one replica of several can be broken;
 - ``CHAT_STARTUP_S``: sleep this long before listening (a slow model load).
 
-Served by uvicorn on ``$PORT`` (a gpucloud service sets it per replica).
+Served by uvicorn on ``$PORT`` (a gpucloud service sets it per replica). Every answer carries
+``X-Served-By: <port>``, which tells a replica's answers apart.
 """
 
 from __future__ import annotations
@@ -34,14 +36,16 @@ from starlette.routing import Route
 MODEL = "echo-1"
 VERSION = os.environ.get("CHAT_VERSION", "v1")
 DELAY_S = float(os.environ.get("CHAT_DELAY_S", "0"))
-BROKEN = os.environ.get("CHAT_BROKEN_FILE")
+PORT = os.environ.get("PORT", "8000")
+BROKEN = os.environ.get("CHAT_BROKEN_FILE", "").replace("{port}", PORT)
+SERVED_BY = {"X-Served-By": PORT}
 
 
 def reply_to(messages: list[dict[str, Any]]) -> list[str]:
     """The stand-in model: the last user message's words, or a greeting."""
     for message in reversed(messages):
         if message.get("role") == "user" and isinstance(message.get("content"), str):
-            words = message["content"].split()
+            words: list[str] = message["content"].split()
             if words:
                 return words
     return ["Hello!"]
@@ -65,7 +69,7 @@ async def completions(request: Request) -> Response:
     created = int(time.time())
     if body.get("stream"):
         return StreamingResponse(_stream(ident, created, words), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+                                 headers={"Cache-Control": "no-cache", **SERVED_BY})
     if DELAY_S:
         await asyncio.sleep(DELAY_S)
     return JSONResponse({
@@ -74,7 +78,7 @@ async def completions(request: Request) -> Response:
         "choices": [{"index": 0, "finish_reason": "stop",
                      "message": {"role": "assistant", "content": " ".join(words)}}],
         "usage": _usage(messages, words),
-    })
+    }, headers=SERVED_BY)
 
 
 async def _stream(ident: str, created: int, words: list[str]) -> AsyncIterator[bytes]:
@@ -100,8 +104,9 @@ async def models(_: Request) -> Response:
 
 async def health(_: Request) -> Response:
     if BROKEN and Path(BROKEN).exists():
-        return JSONResponse({"status": "broken", "version": VERSION}, status_code=503)
-    return JSONResponse({"status": "ok", "version": VERSION})
+        return JSONResponse({"status": "broken", "version": VERSION}, status_code=503,
+                            headers=SERVED_BY)
+    return JSONResponse({"status": "ok", "version": VERSION}, headers=SERVED_BY)
 
 
 app = Starlette(routes=[
@@ -117,8 +122,8 @@ def main() -> None:
     startup = float(os.environ.get("CHAT_STARTUP_S", "0"))
     if startup:
         time.sleep(startup)
-    uvicorn.run(app, host=os.environ.get("HOST", "0.0.0.0"), port=int(os.environ.get("PORT",
-                "8000")), log_level="warning", access_log=False)
+    uvicorn.run(app, host=os.environ.get("HOST", "0.0.0.0"), port=int(PORT),
+                log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

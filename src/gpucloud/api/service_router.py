@@ -220,13 +220,26 @@ async def _check_access(platform: Platform, routing: ServiceRouter, request: Req
     """The service's own key, or a caller of its tenant; anything else looks like nothing."""
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
     secret = secret.strip() if scheme.lower() == "bearer" else ""
-    if route is not None and route.key_hash is not None and secret:
-        digest = hashlib.sha256(secret.encode()).hexdigest()
-        if hmac.compare_digest(digest, route.key_hash):
+    if secret.startswith(store.KEY_PREFIX):
+        if route is not None and _key_matches(route, secret):
             return
+        # Issued since the route was cached? One fresh look; a wrong key counts as a failed
+        # token check (rate-limited per client address like every other).
+        route = await routing.route(platform, tenant, name, fresh=True)
+        if route is not None and _key_matches(route, secret):
+            return
+        platform.auth_failures.check(client_address(request))
+        platform.auth_failures.failed(client_address(request))
+        raise Unauthenticated("the service key is unknown or revoked")
     who = await _caller(platform, routing, request, secret)
     if route is None or not who.can_see(route.tenant_id):
         raise NotFound("service", f"{tenant}/{name}")
+
+
+def _key_matches(route: Route, secret: str) -> bool:
+    if route.key_hash is None:
+        return False
+    return hmac.compare_digest(hashlib.sha256(secret.encode()).hexdigest(), route.key_hash)
 
 
 async def _caller(platform: Platform, routing: ServiceRouter, request: Request,

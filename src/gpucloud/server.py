@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gpucloud.api.deps import Platform
 from gpucloud.controllers.admission import AdmissionController
+from gpucloud.controllers.baremetal import BareMetalController
 from gpucloud.controllers.context import Context, Tunables
 from gpucloud.controllers.health import HealthController
 from gpucloud.controllers.images import ImageController
@@ -84,6 +85,7 @@ def controllers_for(ctx: Context) -> list[Controller]:
     return [
         InventoryController(ctx),
         HealthController(ctx),
+        BareMetalController(ctx),  # Redfish steps of bare-metal leases (at most 1/s)
         InstanceController(ctx),  # before admission: a new run is admitted in the same pass
         ServiceController(ctx),  # before admission: new replicas are admitted in the same pass
         AdmissionController(ctx),

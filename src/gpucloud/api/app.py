@@ -10,6 +10,7 @@ from gpucloud.api import jupyter_proxy, problems, terminal
 from gpucloud.api.deps import Platform
 from gpucloud.api.routes import accounts, billing, events, health, instances, jobs, limits, nodes
 from gpucloud.api.routes import assets as asset_routes
+from gpucloud.api.routes import baremetal as baremetal_routes
 from gpucloud.api.routes import images as image_routes
 from gpucloud.api.routes import leader as leader_routes
 from gpucloud.api.routes import metrics as metrics_routes
@@ -30,6 +31,7 @@ def create_app(platform: Platform) -> FastAPI:
         app.include_router(module.router)
     app.include_router(image_routes.router)
     app.include_router(service_routes.router)  # and the /s/ endpoints (service_router)
+    app.include_router(baremetal_routes.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Fleet commands: nodes and their devices; quarantine."""
+"""Fleet commands: nodes and their devices; quarantine. Registers the asset register's
+(``fleet_assets``) and bare metal's (``baremetal``) command groups too."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Annotated
 import typer
 
 from gpucloud.cli import render
+from gpucloud.cli.baremetal import baremetal_app
 from gpucloud.cli.common import JsonFlag, client
+from gpucloud.cli.fleet_assets import fleet_app
 from gpucloud.cli.output import console, print_json
 
 
@@ -75,3 +78,5 @@ def return_(
 def register(app: typer.Typer) -> None:
     app.command()(nodes)
     app.add_typer(node_app, name="node")
+    app.add_typer(fleet_app, name="fleet")
+    app.add_typer(baremetal_app, name="baremetal")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from gpucloud.billing.limits import LimitKind, Period
 from gpucloud.client import config
+from gpucloud.client.fleet import FleetMixin
 from gpucloud.client.instances import InstancesMixin
 from gpucloud.core.errors import InvalidRequest
 from gpucloud.core.jobspec import JobSpec, parse_job_spec
@@ -102,7 +103,7 @@ def error_from_response(response: httpx.Response) -> ApiError:
     )
 
 
-class Client(InstancesMixin):
+class Client(InstancesMixin, FleetMixin):
     """A session with one gpucloud server. Arguments left out come from :mod:`config`."""
 
     def __init__(

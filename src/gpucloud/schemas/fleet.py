@@ -109,3 +109,83 @@ class FleetReportOut(Wire):
     rows: list[FleetReportRow]
     total_cost_per_day: str
     total_revenue_per_day: str
+
+
+class BmcCredentialsIn(Wire):
+    model_config = ConfigDict(extra="forbid")
+    username: Annotated[str, Field(min_length=1, max_length=128)]
+    password: Annotated[str, Field(min_length=1, max_length=256, repr=False)]
+
+
+# -- bare metal ---------------------------------------------------------------------------------
+
+
+class BareMetalServerOut(Wire):
+    """A server leasable whole, as a tenant choosing one sees it (operators see the rest)."""
+
+    name: str
+    model: str  # the server model: what ``lease --model`` names and the price book prices
+    vendor: str
+    accelerators: str  # "8xH100", "" when none
+    cpus: int
+    memory_gib: int
+    disks: list[str]
+    rack: str
+    state: str  # core.baremetal.BareMetalState
+    price_per_hour: str | None  # exact decimal; None: not priced yet, so not leasable
+    currency: str
+    # operators only (None for tenants)
+    reason: str | None = None  # why it is in maintenance, or the last step's failure
+    tenant_id: str | None = None
+    lease_id: str | None = None
+    state_since: datetime | None = None
+
+
+class BareMetalLeaseIn(Wire):
+    """Lease one server: a named one, or any available one of a server model."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: Annotated[str | None, Field(max_length=64)] = None
+    server: Annotated[str | None, Field(max_length=64)] = None
+    image: Annotated[str | None, Field(max_length=64)] = None
+
+
+class BareMetalLeaseOut(Wire):
+    id: str
+    tenant_id: str
+    server: str
+    model: str
+    accelerators: str
+    image: str
+    state: str  # provisioning, leased, releasing (the server's state while held), or ended
+    reason: str  # why it ended, or what failed
+    price_per_hour: str | None
+    currency: str
+    created_at: datetime
+    leased_at: datetime | None
+    ended_at: datetime | None
+    charged: str  # what its server-hours cost so far, exact decimal
+    power: str | None = None  # "on"/"off" as the BMC says now (a single lease's view only)
+
+
+class PowerIn(Wire):
+    model_config = ConfigDict(extra="forbid")
+    action: str  # on, off, reset
+
+
+class ReimageIn(Wire):
+    model_config = ConfigDict(extra="forbid")
+    image: Annotated[str | None, Field(max_length=64)] = None
+
+
+class BootImageIn(Wire):
+    model_config = ConfigDict(extra="forbid")
+    url: Annotated[str, Field(min_length=1, max_length=1024)]
+    purpose: str = "os"  # "os" (a tenant boots it) or "wipe" (erases disks between tenants)
+
+
+class BootImageOut(Wire):
+    name: str
+    url: str
+    purpose: str
+    created_at: datetime

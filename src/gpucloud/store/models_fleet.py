@@ -83,6 +83,8 @@ class BareMetalServer(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), index=True)
     image: Mapped[str] = mapped_column(String(64), default="")
+    lease_id: Mapped[str | None] = mapped_column(String(32))  # the tenant's lease holding it
+    wipe_started_at: Mapped[datetime | None]  # cleaning: when the wipe image was seen booted
     # core.baremetal.Progress of the current state, and when the state began (for timeouts)
     progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
     state_since: Mapped[datetime]
@@ -113,3 +115,31 @@ class WipeAttestation(Base):
     finished_at: Mapped[datetime]
     outcome: Mapped[str] = mapped_column(String(16))  # "erased" or "failed"
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class BmcCredential(Base):
+    """The login of a server's BMC (Redfish basic auth). Kept apart from ``assets`` so that no
+    listing, report or event of the register can carry it; never logged or answered."""
+
+    __tablename__ = "bmc_credentials"
+    asset_id: Mapped[str] = mapped_column(ForeignKey("assets.id"), primary_key=True)
+    username: Mapped[str] = mapped_column(String(128))
+    password: Mapped[str] = mapped_column(String(256))
+    updated_at: Mapped[datetime]
+
+
+class BareMetalLease(Base):
+    """A tenant's lease of one whole server, from the request to its release. Billed by a
+    metered lease (``billing.leases.LeaseKind.SERVER``, ref_id = this id) while ``leased_at``
+    .. ``ended_at``."""
+
+    __tablename__ = "baremetal_leases"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    asset_id: Mapped[str] = mapped_column(ForeignKey("assets.id"), index=True)
+    image: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime]
+    leased_at: Mapped[datetime | None]  # provisioned: billing starts
+    ended_at: Mapped[datetime | None]  # released, or failed: billing stops
+    reason: Mapped[str] = mapped_column(Text, default="")  # how it ended

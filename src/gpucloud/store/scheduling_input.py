@@ -25,6 +25,7 @@ from gpucloud.scheduling.model import (
     Workload,
 )
 from gpucloud.store.assets import fleet_places, with_register_topology
+from gpucloud.store.baremetal import unschedulable_nodes
 from gpucloud.store.models import Allocation, DeviceClaim, Job
 from gpucloud.store.models import Device as DeviceRow
 from gpucloud.store.models import Node as NodeRow
@@ -88,6 +89,7 @@ def scheduling_input(session: Session, window: int, now: datetime) -> Scheduling
     rows = list(session.scalars(select(NodeRow).order_by(NodeRow.id)))
     engine_labels = {r.id: {str(k): str(v) for k, v in (r.labels or {}).items()} for r in rows}
     places = fleet_places(session, engine_labels)  # the asset register places nodes
+    leased_whole = unschedulable_nodes(session, places)  # bare metal held, wiped or broken
     for row in rows:
         labels = with_register_topology(engine_labels[row.id], places, row.id)
         devices = []
@@ -122,7 +124,7 @@ def scheduling_input(session: Session, window: int, now: datetime) -> Scheduling
             cpu_free=row.cpu_milli - cpu_used[row.id],
             memory_free=row.memory_mib - memory_used[row.id],
             # The core knows one kind of "do not place here"; quarantine is one of them.
-            healthy=row.healthy and row.quarantined_at is None,
+            healthy=row.healthy and row.quarantined_at is None and row.id not in leased_whole,
             labels=tuple(sorted(labels.items())),
             topology=Topology(*(labels.get(key, "") for key in TOPOLOGY_LABELS)),
         )

@@ -97,6 +97,7 @@ def run(
     name: Annotated[str | None, typer.Option(help="A name for the job.")] = None,
     max_duration: Annotated[str | None, typer.Option(help="Time limit, e.g. 2h.")] = None,
     priority: Annotated[int | None, typer.Option(help="-100..100; higher runs first.")] = None,
+    image: Annotated[str | None, typer.Option(help="Run in an image: gpucloud image list.")] = None,
     env: Annotated[
         list[str] | None, typer.Option("--env", "-e", help="NAME=VALUE; repeatable.")
     ] = None,
@@ -126,6 +127,7 @@ def run(
         "name": name,
         "max_duration": max_duration,
         "priority": priority,
+        "image": image,
     }
     spec = build_spec(task_file, flags, env or [], command or [])  # validated before sending
     if dry_run:

@@ -14,6 +14,8 @@ from gpucloud.cli import (
     billing,
     fleet,
     health,
+    images,
+    instances,
     jobs,
     limits,
     sim,
@@ -53,6 +55,8 @@ jobs.register(app)
 fleet.register(app)
 billing.register(app)
 limits.register(app)
+images.register(app)
+instances.register(app)
 admin.register(app)
 health.register(app, admin.admin_app)
 sim_ettr.register(sim.sim_app)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from gpucloud.billing.limits import LimitKind, Period
 from gpucloud.client import config
 from gpucloud.client.fleet import FleetMixin
+from gpucloud.client.images import ImagesMixin
 from gpucloud.client.instances import InstancesMixin
 from gpucloud.core.errors import InvalidRequest
 from gpucloud.core.jobspec import JobSpec, parse_job_spec
@@ -103,7 +104,7 @@ def error_from_response(response: httpx.Response) -> ApiError:
     )
 
 
-class Client(InstancesMixin, FleetMixin):
+class Client(InstancesMixin, FleetMixin, ImagesMixin):
     """A session with one gpucloud server. Arguments left out come from :mod:`config`."""
 
     def __init__(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from gpucloud.controllers.images import image_env
+from gpucloud.controllers.workspaces import replica_workspace
 from gpucloud.core.launch_env import Rendezvous, job_environment, rendezvous_port
 from gpucloud.engines.base import Engine, LaunchSpec, ReplicaSpec
 from gpucloud.store.models import Allocation, Device, Job, Node
@@ -22,6 +23,8 @@ def build_launch_spec(
     for rank, allocation in enumerate(allocations):
         devices = [session.get_one(Device, d) for d in allocation.device_ids]
         indexes = [d.index for d in devices]
+        workspace = replica_workspace(session, engine, job, allocation.node_id,
+                                      allocation.launch_attempted_at or job.updated_at)
         env = job_environment(
             user_env=job.spec.get("env", {}),
             job_id=job.id,
@@ -40,9 +43,11 @@ def build_launch_spec(
             node_id=allocation.node_id,
             rank=rank,
             device_indexes=indexes,
-            env=env,
+            env={**env, **workspace.env},  # GPUCLOUD_VOLUME_*, GPUCLOUD_DATASET_*
             cpu_milli=allocation.cpu_milli,
             memory_mib=allocation.memory_mib,
+            mounts=workspace.mounts,
+            cache_fills=workspace.cache_fills,
         ))
     return LaunchSpec(
         job_id=job.id,

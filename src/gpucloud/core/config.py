@@ -70,6 +70,10 @@ SETTINGS: dict[str, SettingSpec] = {s.key: s for s in (
                 "the window in which repeated faults retire a GPU"),
     SettingSpec("health.simulated_burn_in_passes", True, _bool,
                 "whether the burn-in of simulated GPUs passes (for fault drills)"),
+    SettingSpec("storage.volume_quota_gib", 1024, _int_between(0, 1024 * 1024),
+                "the most GiB of volumes one tenant may hold at once"),
+    SettingSpec("storage.node_cache_mib", 102400, _int_between(0, 1024 * 1024 * 1024),
+                "each node's dataset cache capacity (least recently used versions go first)"),
 )}
 
 

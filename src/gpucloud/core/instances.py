@@ -154,6 +154,7 @@ class InstanceSpec(BaseModel):
             # the node's shared venv; ``gpucloud image save`` copies it from there.
             "env": {**env, "PIP_USER": "1"} if self.image else dict(env),
             "image": self.image,
+            "volumes": list(self.volumes),  # mounted by every run (core/volumes.py)
         }
         try:
             return parse_job_spec(data)

@@ -9,8 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from gpucloud.billing.pricing import Tier
 from gpucloud.core.catalog import resolve_model
+from gpucloud.core.datasets import parse_dataset_refs
 from gpucloud.core.errors import InvalidRequest
 from gpucloud.core.quantities import parse_duration_s, parse_memory_mib
+from gpucloud.core.volumes import parse_mounts
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -61,6 +63,10 @@ class JobSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     priority: Annotated[int, Field(ge=-100, le=100)] = 0
     tier: Tier = Tier.ON_DEMAND  # spot: cheaper, may be preempted
+    # Volumes NAME:/path[:ro] (core/volumes.py) and datasets name[:version], read-only
+    # (core/datasets.py); each must be the tenant's, checked at submission.
+    volumes: list[str] = Field(default_factory=list)
+    datasets: list[str] = Field(default_factory=list)
     # A catalogue or private image (core/images.py): its venv on the node; None: the node's own.
     image: str | None = None
 
@@ -113,6 +119,22 @@ class JobSpec(BaseModel):
         if abs(value * 1000 - round(value * 1000)) > 1e-6:
             raise ValueError("cpus has at most three decimals (milli-CPU granularity)")
         return value
+
+    @field_validator("volumes")
+    @classmethod
+    def _check_volumes(cls, value: list[str]) -> list[str]:
+        try:
+            return [str(m) for m in parse_mounts(value)]
+        except InvalidRequest as err:
+            raise ValueError(str(err)) from err
+
+    @field_validator("datasets")
+    @classmethod
+    def _check_datasets(cls, value: list[str]) -> list[str]:
+        try:
+            return [str(r) for r in parse_dataset_refs(value)]
+        except InvalidRequest as err:
+            raise ValueError(str(err)) from err
 
     @field_validator("env")
     @classmethod

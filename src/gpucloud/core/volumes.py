@@ -8,22 +8,25 @@ requested path where it can.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import PurePosixPath
 
-from gpucloud.core.errors import InvalidRequest
+from gpucloud.core.errors import ExceedsQuota, IllegalTransition, InvalidRequest
+from gpucloud.core.quantities import parse_memory_mib
 
 VOLUME_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 # Paths a mount must not hide: the engine's own files and the system's.
 RESERVED_MOUNT_ROOTS = ("/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/usr", "/lib")
 
 
-def check_volume_name(name: str) -> str:
+def check_volume_name(name: str, kind: str = "volume") -> str:
+    """Also the rule for dataset names (``kind``): they become environment variable names."""
     if not VOLUME_NAME.match(name):
         raise InvalidRequest(
-            f"volume name {name!r} is not valid: use 1-63 lower-case letters, digits and '-', "
-            "starting with a letter"
+            f"{kind} name {name!r} is not valid: use 1-63 lower-case letters, digits and '-', "
+            "starting with a letter", "name"
         )
     return name
 
@@ -75,3 +78,72 @@ def parse_mounts(texts: Iterable[str]) -> list[VolumeMount]:
                 f"each {label} may be mounted once; repeated: {', '.join(repeated)}"
             )
     return mounts
+
+
+# --- sizes, states and the quota --------------------------------------------------------------
+
+MAX_VOLUME_GIB = 64 * 1024
+GIB = 1024**3
+
+
+class VolumeState(StrEnum):
+    AVAILABLE = "AVAILABLE"  # may be attached
+    FULL = "FULL"  # measured above its size: no new attachment until it is grown or emptied
+    DELETED = "DELETED"  # its directory is (being) removed; the name is free again
+
+
+VOLUME_TRANSITIONS: Mapping[VolumeState, frozenset[VolumeState]] = {
+    VolumeState.AVAILABLE: frozenset({VolumeState.FULL, VolumeState.DELETED}),
+    VolumeState.FULL: frozenset({VolumeState.AVAILABLE, VolumeState.DELETED}),
+    VolumeState.DELETED: frozenset(),
+}
+
+
+def check_volume_transition(volume_id: str, current: VolumeState, to: VolumeState) -> None:
+    if to not in VOLUME_TRANSITIONS[current]:
+        raise IllegalTransition(volume_id, current.value, to.value)
+
+
+def parse_size_gib(text: str | int, field: str = "size") -> int:
+    """``10G``, ``512Mi``, ``1T`` or a bare number of GiB; rounded up to whole GiB."""
+    if isinstance(text, int) or (isinstance(text, str) and text.strip().isdigit()):
+        gib = int(text)
+    else:
+        gib = -(-parse_memory_mib(text, field) // 1024)
+    if not 1 <= gib <= MAX_VOLUME_GIB:
+        raise InvalidRequest(f"{field} must be from 1 to {MAX_VOLUME_GIB} GiB, got {gib}", field)
+    return gib
+
+
+def check_grow(name: str, current_gib: int, new_gib: int) -> None:
+    """Volumes only grow: shrinking could cut data already written."""
+    if new_gib < current_gib:
+        raise InvalidRequest(
+            f"volume {name} is {current_gib} GiB; it cannot shrink to {new_gib} GiB (data may "
+            f"already use it): give a size above {current_gib}G, or copy to a smaller volume",
+            "size",
+        )
+    if new_gib == current_gib:
+        raise InvalidRequest(f"volume {name} is already {current_gib} GiB; give a larger size",
+                             "size")
+
+
+def check_quota(tenant_gib: int, extra_gib: int, quota_gib: int) -> None:
+    """``tenant_gib`` held now (living volumes), ``extra_gib`` more asked."""
+    if tenant_gib + extra_gib > quota_gib:
+        raise ExceedsQuota(
+            f"volumes of this tenant would total {tenant_gib + extra_gib} GiB, above its quota "
+            f"of {quota_gib} GiB ({tenant_gib} GiB held): delete or shrink the request, or ask "
+            "the operator to raise storage.volume_quota_gib"
+        )
+
+
+def usage_state(used_bytes: int, size_gib: int) -> VolumeState:
+    """FULL once the measured use is above the size (equal is still AVAILABLE)."""
+    return VolumeState.FULL if used_bytes > size_gib * GIB else VolumeState.AVAILABLE
+
+
+def link_path(mount_path: str) -> PurePosixPath:
+    """Where an engine that cannot mount puts a symlink to the volume: the requested absolute
+    path, relative to the job's working directory (``/data/x`` -> ``./data/x``)."""
+    return PurePosixPath(mount_path.lstrip("/"))

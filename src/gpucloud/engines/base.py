@@ -16,12 +16,14 @@ from gpucloud.core.runs import RunPhase, RunStatus
 
 __all__ = [
     "BurnInResult",
+    "CacheFill",
     "DeviceReport",
     "Engine",
     "EngineRef",
     "FaultInjector",
     "FaultSignal",
     "LaunchSpec",
+    "Mount",
     "NodeReport",
     "ReplicaSpec",
     "RunPhase",
@@ -58,6 +60,25 @@ class NodeReport:
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A directory the job asked for at ``path``; its real place is ``source`` (also in the
+    environment). Engines that cannot mount link it into the job's working directory."""
+
+    source: str
+    path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class CacheFill:
+    """Copy a dataset version (``source``) into the node's cache (``target``) before the
+    command starts, unless it is there already."""
+
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
 class ReplicaSpec:
     """One node's share of a launch: its allocation, devices and complete environment."""
 
@@ -68,6 +89,8 @@ class ReplicaSpec:
     env: Mapping[str, str]  # user env plus the platform's GPUCLOUD_*, rank and pinning variables
     cpu_milli: int
     memory_mib: int
+    mounts: Sequence[Mount] = ()  # its volumes (their paths are in env too)
+    cache_fills: Sequence[CacheFill] = ()  # its datasets' node-cache copies to make first
 
 
 @dataclass(frozen=True)

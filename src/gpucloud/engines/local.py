@@ -50,6 +50,7 @@ from gpucloud.engines.base import (
 )
 from gpucloud.engines.local_fleet import LocalFleet
 from gpucloud.engines.logfile import read_output
+from gpucloud.engines.storage_dirs import prepare_workspace
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class LocalEngine:
     """Runs allocations as local process groups; see the module docstring for the layout."""
 
     name = "local"
+    caches_datasets = True  # each node's dataset cache is a directory of the data dir
 
     def __init__(
         self,
@@ -129,6 +131,9 @@ class LocalEngine:
         path.mkdir(parents=True, exist_ok=True)
         return str(path)
 
+    def _work_dir(self, job_id: str) -> Path:
+        return self.data_dir / "jobs" / job_id / "work"
+
     def _run_dir(self, ref: EngineRef) -> Path:
         return self.runs_dir / _safe_id("engine ref", ref)
 
@@ -174,6 +179,8 @@ class LocalEngine:
         ref = replica.allocation_id
         run_dir = self._run_dir(ref)
         job_id = _safe_id("job id", spec.job_id)
+        # Idempotent, so before the claim: no bind mounts unprivileged, volumes are symlinks.
+        prepare_workspace(self._work_dir(job_id), replica.mounts, replica.cache_fills)
         try:
             run_dir.mkdir()  # atomic claim: whoever creates the directory starts the run
         except FileExistsError:
@@ -200,7 +207,7 @@ class LocalEngine:
         lock_fd: int,
     ) -> subprocess.Popen[bytes]:
         """Write spec.json and start the supervisor, handing it the locked ``lock_fd``."""
-        work = self.data_dir / "jobs" / job_id / "work"
+        work = self._work_dir(job_id)
         work.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCLOUD_")}
         spec_text = json.dumps(

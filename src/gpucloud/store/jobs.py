@@ -15,6 +15,7 @@ from gpucloud.core.jobspec import JobSpec
 from gpucloud.core.lifecycle import StopReason, final_reason
 from gpucloud.core.states import HOLDS_ALLOCATION, JobState, Reason
 from gpucloud.core.tenancy import Principal
+from gpucloud.store.attachments import check_attachments
 from gpucloud.store.models import Allocation, Event, Job
 from gpucloud.store.paging import Page, paginate
 from gpucloud.store.transitions import record_event, transition
@@ -23,6 +24,7 @@ from gpucloud.store.transitions import record_event, transition
 def create_job(
     session: Session, ids: IdFactory, who: Principal, spec: JobSpec, now: datetime
 ) -> Job:
+    spec = check_attachments(session, who.tenant_id, spec, lock=True)  # volumes, datasets
     job = Job(
         id=ids.new("job", now),
         tenant_id=who.tenant_id,

@@ -20,6 +20,7 @@ from gpucloud.core.states import JobState
 from gpucloud.core.tenancy import Principal, Role
 from gpucloud.schemas import EventOut, JobOut, Page
 from gpucloud.store import jobs as job_store
+from gpucloud.store.attachments import check_attachments
 from gpucloud.store.billing import affordability, footprint_of_spec
 from gpucloud.store.limit_gate import LimitGate
 from gpucloud.store.models import Job
@@ -27,6 +28,8 @@ from gpucloud.store.scheduling_input import fleet, never_fits_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 LOG_POLL_S = 0.25
+# A file offset the OS can seek to (a larger one was a 500 mid-stream: found by schemathesis).
+MAX_LOG_OFFSET = 2**63 - 1
 
 
 @router.post(
@@ -62,6 +65,7 @@ def check_can_run(platform: Platform, who: Principal, spec: JobSpec) -> None:
     that cannot pay for the admission runway. Also for instances, whose runs are jobs."""
     # Checked before taking the write lock: the fleet's shape changes rarely, jobs often.
     with platform.ctx.db.read() as session:
+        check_attachments(session, who.tenant_id, spec)  # its volumes and datasets: the tenant's
         reason = never_fits_job(fleet(session), spec)
         if reason is not None:
             raise NeverFits(
@@ -168,7 +172,7 @@ def job_logs(
     platform: PlatformDep,
     who: PrincipalDep,
     follow: bool = False,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_LOG_OFFSET)] = 0,
 ) -> StreamingResponse:
     """The output of the job's latest run; with ``follow``, streams until the job ends."""
     with platform.ctx.db.read() as session:

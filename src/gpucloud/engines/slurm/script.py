@@ -19,6 +19,7 @@ from pathlib import Path
 
 from gpucloud.core.catalog import VISIBLE_ENV
 from gpucloud.core.errors import EngineError
+from gpucloud.core.volumes import link_path
 from gpucloud.engines.base import LaunchSpec, ReplicaSpec
 
 JOB_NAME_PREFIX = "gpucloud-"
@@ -146,7 +147,7 @@ case "$SLURMD_NODENAME:$local" in
 esac
 exec >"$RUN/rank-$rank.log" 2>&1 </dev/null
 . "$RUN/env-$rank.sh" || exit {NOT_IN_LAUNCH_EXIT}{share}
-cd {shlex.quote(str(paths.work_dir))} || exit {NOT_IN_LAUNCH_EXIT}
+cd {shlex.quote(str(paths.work_dir))} || exit {NOT_IN_LAUNCH_EXIT}{_mount_links(spec)}
 # A handler (not an ignore, which the command would inherit): SIGTERM ends the command, and
 # this shell lives on to record its exit code.
 trap 'true' TERM
@@ -155,6 +156,17 @@ code=$?
 printf '%s\\n' "$code" >"$RUN/exit-$rank.tmp" && mv -f "$RUN/exit-$rank.tmp" "$RUN/exit-$rank"
 exit "$code"
 """
+
+
+def _mount_links(spec: LaunchSpec) -> str:
+    """Volumes (the same on every replica) linked at their paths inside the working directory,
+    as the local engine does: no bind mount without privileges or a container."""
+    lines = []
+    for mount in spec.replicas[0].mounts:
+        link = shlex.quote(str(link_path(mount.path)))
+        lines.append(f"mkdir -p \"$(dirname {link})\" && ln -sfn {shlex.quote(mount.source)} "
+                     f"{link}")
+    return "".join("\n" + line for line in lines)
 
 
 def _batch_text(spec: LaunchSpec, paths: RunPaths, nodes: int, per_node: int) -> str:

@@ -1,0 +1,79 @@
+"""An instance's life through the real CLI against a real server: create it in an image, run
+commands through ``instance shell`` with piped input, stop and start it (its disk kept), save
+it as an image, delete it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import CLI_TIMEOUT_S, Cloud, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def shell(cloud: Cloud, name: str, script: str) -> subprocess.CompletedProcess[str]:
+    """``echo SCRIPT | gpucloud instance shell NAME``: stdin is a pipe, not a terminal."""
+    return subprocess.run(
+        [sys.executable, "-m", "gpucloud.cli.main", "instance", "shell", name],
+        input=script, env=cloud.env(), capture_output=True, text=True,
+        timeout=CLI_TIMEOUT_S, check=False,
+    )
+
+
+def state_of(cloud: Cloud, name: str, *states: str) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        shown: dict[str, Any] = cloud.json("instance", "show", name)
+        return shown if shown["state"] in states else None
+
+    return wait_for(reached, f"instance {name} {'/'.join(states)}", timeout=90)
+
+
+def test_an_instance_through_the_cli(cloud: Cloud) -> None:
+    created = cloud.json("instance", "create", "--name", "box", "--gpus", "1", "--gpu-type",
+                         "H100", "--image", "cuda-base", "--cpus", "0.5", "--memory", "512M",
+                         "--disk", "2G")
+    assert (created["name"], created["image"], created["disk_gib"]) == ("box", "cuda-base", 2)
+    running = state_of(cloud, "box", "RUNNING")
+    assert len(running["devices"]) == 1
+    listed = cloud.ok("instance", "list")
+    assert "box" in listed and "RUNNING" in listed and "cuda-base" in listed
+
+    first = shell(cloud, "box", 'echo "in=$GPUCLOUD_IMAGE gpus=$CUDA_VISIBLE_DEVICES"; '
+                                "echo kept > ~/notes.txt; exit 3\n")
+    assert first.returncode == 3, first.stderr
+    assert "in=cuda-base gpus=" in first.stdout
+    # No 'exit': the end of the piped input ends the shell, as Ctrl-D would.
+    python = shell(cloud, "box", 'python -c "import sys; print(\'prefix\', sys.prefix)"\n')
+    assert python.returncode == 0, python.stderr
+    assert f"prefix {cloud.data_dir}/images/nodes/" in python.stdout
+
+    assert "stopping" in cloud.ok("instance", "stop", "box")
+    stopped = state_of(cloud, "box", "STOPPED")
+    assert stopped["devices"] == [] and stopped["job_id"] is None
+    refused = shell(cloud, "box", "echo never\n")
+    assert refused.returncode != 0 and "box" in refused.stderr
+
+    assert "starting" in cloud.ok("instance", "start", "box")
+    state_of(cloud, "box", "RUNNING")
+    again = shell(cloud, "box", "cat ~/notes.txt\n")
+    assert again.returncode == 0 and "kept" in again.stdout, again.stderr
+
+    saved = cloud.json("image", "save", "box", "box-env")
+    assert (saved["kind"], saved["base"]) == ("private", "cuda-base")
+    assert "box-env" in cloud.ok("image", "list")
+    built = cloud.ok("image", "show", "cuda-base")
+    assert "READY" in built
+
+    assert "deleting" in cloud.ok("instance", "delete", "box")
+    wait_for(lambda: any(i["name"] == "box" and i["state"] == "DELETED"
+                         for i in cloud.json("instance", "list", "--deleted")),
+             "instance box DELETED", timeout=90)
+    assert all(i["name"] != "box" for i in cloud.json("instance", "list"))
+    cloud.ok("image", "delete", "box-env")
+
+    missing = shell(cloud, "no-such-box", "echo hi\n")
+    assert missing.returncode == 1 and "not found" in missing.stderr

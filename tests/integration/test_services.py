@@ -290,8 +290,12 @@ def test_replicas_are_billed_per_replica_second(h: Harness) -> None:
         assert {j.workload for j in jobs} == {Workload.SERVICE_REPLICA}
     # Deleted: the replicas stop, billing stops, the service ends DELETED.
     api.delete("/v1/services/chat", headers=bearer(token)).raise_for_status()
-    wait(lambda: (run_for(h, 1), api.get("/v1/services?deleted=true", headers=bearer(token))
-                  .json()["items"][0]["state"] == "DELETED")[1], "the delete")
+    def deleted() -> bool:
+        run_for(h, 1)
+        listed = api.get("/v1/services?deleted=true", headers=bearer(token)).json()["items"]
+        return bool(listed[0]["state"] == "DELETED")
+
+    wait(deleted, "the delete")
     settled = {r["job_id"]: r["cost_minor"] for r in _usage(api, token)}
     run_for(h, 3)
     assert {r["job_id"]: r["cost_minor"] for r in _usage(api, token)} == settled

@@ -18,6 +18,7 @@ from gpucloud.cli import (
     instances,
     jobs,
     limits,
+    services,
     sim,
     sim_ettr,
     up,
@@ -55,6 +56,7 @@ jobs.register(app)
 fleet.register(app)
 billing.register(app)
 limits.register(app)
+services.register(app)
 images.register(app)
 instances.register(app)
 admin.register(app)

@@ -25,6 +25,7 @@ from gpucloud.controllers.progress import ProgressController
 from gpucloud.controllers.runtime import Controller, ControlLoop
 from gpucloud.controllers.scheduler import SchedulerController
 from gpucloud.controllers.services import ServiceController
+from gpucloud.controllers.volume_usage import VolumeUsageController
 from gpucloud.core.clock import Clock, SystemClock
 from gpucloud.core.errors import InvalidRequest
 from gpucloud.core.ids import IdFactory
@@ -95,6 +96,7 @@ def controllers_for(ctx: Context) -> list[Controller]:
         ProgressController(ctx),
         MeteringController(ctx),
         LeaseMeteringController(ctx),
+        VolumeUsageController(ctx),
     ]
 
 

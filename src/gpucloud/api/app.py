@@ -11,10 +11,12 @@ from gpucloud.api.deps import Platform
 from gpucloud.api.routes import accounts, billing, events, health, instances, jobs, limits, nodes
 from gpucloud.api.routes import assets as asset_routes
 from gpucloud.api.routes import baremetal as baremetal_routes
+from gpucloud.api.routes import datasets as dataset_routes
 from gpucloud.api.routes import images as image_routes
 from gpucloud.api.routes import leader as leader_routes
 from gpucloud.api.routes import metrics as metrics_routes
 from gpucloud.api.routes import services as service_routes
+from gpucloud.api.routes import volumes as volume_routes
 
 
 def create_app(platform: Platform) -> FastAPI:
@@ -32,6 +34,8 @@ def create_app(platform: Platform) -> FastAPI:
     app.include_router(image_routes.router)
     app.include_router(service_routes.router)  # and the /s/ endpoints (service_router)
     app.include_router(baremetal_routes.router)
+    app.include_router(volume_routes.router)
+    app.include_router(dataset_routes.router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

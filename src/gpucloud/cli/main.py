@@ -21,6 +21,7 @@ from gpucloud.cli import (
     services,
     sim,
     sim_ettr,
+    storage,
     up,
 )
 from gpucloud.cli.errors import guarded
@@ -56,6 +57,7 @@ jobs.register(app)
 fleet.register(app)
 billing.register(app)
 limits.register(app)
+storage.register(app)
 services.register(app)
 images.register(app)
 instances.register(app)

@@ -22,6 +22,7 @@ from gpucloud.client.fleet import FleetMixin
 from gpucloud.client.images import ImagesMixin
 from gpucloud.client.instances import InstancesMixin
 from gpucloud.client.services import ServicesMixin
+from gpucloud.client.storage import StorageMixin
 from gpucloud.core.errors import InvalidRequest
 from gpucloud.core.jobspec import JobSpec, parse_job_spec
 from gpucloud.core.states import TERMINAL
@@ -105,7 +106,7 @@ def error_from_response(response: httpx.Response) -> ApiError:
     )
 
 
-class Client(InstancesMixin, FleetMixin, ImagesMixin, ServicesMixin):
+class Client(InstancesMixin, FleetMixin, ImagesMixin, ServicesMixin, StorageMixin):
     """A session with one gpucloud server. Arguments left out come from :mod:`config`."""
 
     def __init__(

@@ -58,7 +58,9 @@ def check_image(session: Session, engine: Engine, tenant_id: str, name: str | No
 def _gate(session: Session, engine: Engine, job: Job, node_ids: Sequence[str]) -> Gate:
     try:
         recipe = job_recipe(session, engine, job)
-    except (NotFound, InvalidRequest) as err:
+        if recipe is not None:
+            host.images_root(engine)
+    except (NotFound, InvalidRequest, EngineError) as err:
         return Gate(False, fail=True, message=f"image {job.spec.get('image')}: {err}")
     if recipe is None:
         return Gate(True)
@@ -127,7 +129,8 @@ class ImageController:
                     continue
                 try:
                     recipe = job_recipe(session, engine, job)
-                except (NotFound, InvalidRequest):
+                    host.images_root(engine)
+                except (NotFound, InvalidRequest, EngineError):
                     continue  # _hold_or_fail fails the job
                 if recipe is None:
                     continue

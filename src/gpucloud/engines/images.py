@@ -45,7 +45,10 @@ def images_root(engine: Engine) -> Path:
 
 
 def operator_presets(engine: Engine) -> tuple[Preset, ...]:
-    path = images_root(engine) / "catalogue.json"
+    try:
+        path = images_root(engine) / "catalogue.json"
+    except EngineError:
+        return ()  # an engine without an image store: the built-in presets only
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
@@ -105,19 +108,20 @@ class BuildStatus:
 
 
 def build_status(engine: Engine, node_id: str, key: str) -> BuildStatus:
+    """What the files say. The builder writes its result before it lets go of the lock, so a
+    free lock with no result means it is not running (not started yet, or it died)."""
     where = build_dir(engine, node_id, key)
-    ready, failed = where / "ready", where / "failed"
-    if ready.exists() and (where / "venv" / "bin" / "python").exists():
-        return BuildStatus(BuildState.READY)
-    if failed.exists():
-        return BuildStatus(BuildState.FAILED, failed.read_text().strip() or "the build failed")
     if _locked(where):
         return BuildStatus(BuildState.BUILDING, "building")
+    if (where / "ready").exists():
+        if (where / "venv" / "bin" / "python").exists():
+            return BuildStatus(BuildState.READY)
+        return BuildStatus(BuildState.ABSENT, "its venv is missing")
+    failed = where / "failed"
+    if failed.exists():
+        return BuildStatus(BuildState.FAILED, failed.read_text().strip() or "the build failed")
     if (where / "recipe.json").exists():
-        if ready.exists() or failed.exists():  # finished between the looks
-            return build_status(engine, node_id, key)
-        return BuildStatus(BuildState.ABSENT, "the builder is not running (not started yet, "
-                                              "or it died)")
+        return BuildStatus(BuildState.ABSENT, "the builder is not running")
     return BuildStatus(BuildState.ABSENT)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -103,6 +104,15 @@ def wipe(h: Harness, api: TestClient, bmc: Emulator, server: str,
     drive(h, lambda: states(api, h)[server]["state"] == "available", "the server back")
 
 
+def hidden_from(api: TestClient, path: str, other: str) -> None:
+    """Another tenant sees nothing of the lease and can do nothing to it."""
+    assert api.get(path, headers=bearer(other)).status_code == 404
+    for action, body in (("/release", None), ("/power", {"action": "off"}),
+                         ("/reimage", {})):
+        assert api.post(path + action, headers=bearer(other), json=body).status_code == 404
+    assert api.get("/v1/baremetal/leases", headers=bearer(other)).json()["items"] == []
+
+
 def test_a_whole_lease_at_a_real_bmc_billed_by_the_hour_with_no_jobs_on_it(
         db: Database, bmc: Emulator) -> None:
     h = make_harness(db, nodes=[gpu_node("gpu-a02")])
@@ -120,12 +130,7 @@ def test_a_whole_lease_at_a_real_bmc_billed_by_the_hour_with_no_jobs_on_it(
     assert (lease["server"], lease["state"]) == ("gpu-a02", "provisioning")
     path = f"/v1/baremetal/leases/{lease['id']}"
 
-    # another tenant sees nothing of it and can do nothing to it
-    assert api.get(path, headers=bearer(beta)).status_code == 404
-    assert api.post(path + "/release", headers=bearer(beta)).status_code == 404
-    assert api.post(path + "/power", headers=bearer(beta),
-                    json={"action": "off"}).status_code == 404
-    assert api.get("/v1/baremetal/leases", headers=bearer(beta)).json()["items"] == []
+    hidden_from(api, path, beta)
     # and its jobs do not land on the server while it is held
     job = submit(api, beta, gpus=1)
     h.settle()
@@ -139,7 +144,15 @@ def test_a_whole_lease_at_a_real_bmc_billed_by_the_hour_with_no_jobs_on_it(
     h.settle()
     assert api.get(f"/v1/jobs/{job['id']}", headers=bearer(beta)).json()["state"] == "QUEUED"
 
-    h.clock.advance(100)  # 100 s leased, at 1.00 a second
+    api.put("/v1/baremetal/images/rocky", headers=bearer(h.admin_token),
+            json={"url": f"{bmc.images}/rocky.iso"}).raise_for_status()
+    again = api.post(path + "/reimage", headers=bearer(acme), json={"image": "rocky"})
+    assert again.status_code == 200 and again.json()["state"] == "provisioning", again.text
+    drive(h, lambda: api.get(path, headers=bearer(acme)).json()["state"] == "leased",
+          "the reimage (a reset, booting the new image)")
+    assert bmc.media("gpu-a02").endswith("/rocky.iso") and bmc.power_on("gpu-a02")
+
+    h.clock.advance(100)  # and 100 s more, at 1.00 a second
     h.settle(1)
     off = api.post(path + "/power", headers=bearer(acme), json={"action": "off"})
     assert off.status_code == 200, off.text
@@ -148,8 +161,12 @@ def test_a_whole_lease_at_a_real_bmc_billed_by_the_hour_with_no_jobs_on_it(
     assert released.status_code == 200 and released.json()["state"] == "ended"
     assert api.post(path + "/release", headers=bearer(acme)).status_code == 200  # idempotent
     h.settle(2)
-    assert api.get(path, headers=bearer(acme)).json()["charged"] == "100.00"
-    assert wallet(api, acme)["balance"] == "900.00"
+    ended = api.get(path, headers=bearer(acme)).json()
+    seconds = int((datetime.fromisoformat(ended["ended_at"])
+                   - datetime.fromisoformat(ended["leased_at"])).total_seconds())
+    assert seconds >= 100  # provisioned, reimaged (still paid: the tenant's choice), held
+    assert ended["charged"] == f"{seconds}.00"  # every second leased, once, exactly
+    assert wallet(api, acme)["balance"] == f"{1000 - seconds}.00"
 
     wipe(h, api, bmc, "gpu-a02", lambda: api.get(
         f"/v1/jobs/{job['id']}", headers=bearer(beta)).json()["state"] == "QUEUED")
@@ -161,7 +178,7 @@ def test_a_whole_lease_at_a_real_bmc_billed_by_the_hour_with_no_jobs_on_it(
     h.settle()  # free again: now the queued job may land there
     placed = api.get(f"/v1/jobs/{job['id']}", headers=bearer(beta)).json()
     assert placed["state"] != "QUEUED" and placed["node_id"] == "gpu-a02"
-    assert api.get(path, headers=bearer(acme)).json()["charged"] == "100.00"  # nothing more
+    assert api.get(path, headers=bearer(acme)).json()["charged"] == f"{seconds}.00"  # no more
 
 
 def test_a_failed_step_goes_to_maintenance_and_the_password_is_never_shown(

@@ -7,12 +7,21 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from gpucloud.console.pages import dashboard, jobs, operator, signin, submit, tokens, wallet
+from gpucloud.console.pages import (
+    dashboard,
+    fleet_assets,
+    jobs,
+    operator,
+    signin,
+    submit,
+    tokens,
+    wallet,
+)
 from gpucloud.console.render import HERE
 from gpucloud.console.sessions import SessionPolicy
 
 # submit before jobs: /jobs/new is a page of its own, not the job 'new'
-PAGES = (signin, dashboard, submit, jobs, wallet, tokens, operator)
+PAGES = (signin, dashboard, submit, jobs, wallet, tokens, operator, fleet_assets)
 
 
 def install(app: FastAPI, sessions: SessionPolicy | None = None) -> None:

@@ -80,6 +80,7 @@ class BareMetalController:
         with self.ctx.db.write() as session:
             asset = session.get_one(Asset, item.asset_id)
             server = session.get_one(BareMetalServer, item.asset_id)
+            store.lock(session, server)
             if server.state is not item.state or server.state_since != item.state_since:
                 return  # someone moved it meanwhile (a release, an operator): next pass
             if failure is not None:

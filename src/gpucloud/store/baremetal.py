@@ -111,6 +111,12 @@ def set_state(session: Session, asset: Asset, server: BareMetalServer, to: BareM
         server.wipe_started_at = None
 
 
+def lock(session: Session, server: BareMetalServer) -> None:
+    """Re-read the row under a row lock (PostgreSQL; SQLite serialises writers anyway), so
+    that two writers never both act on the state they read."""
+    session.refresh(server, with_for_update=True)
+
+
 def save_progress(server: BareMetalServer, done: Progress, now: datetime) -> None:
     server.progress, server.updated_at = done.to_json(), now
 
@@ -121,6 +127,9 @@ def save_progress(server: BareMetalServer, done: Progress, now: datetime) -> Non
 def lease_server(session: Session, ids: IdFactory, who: Principal, asset: Asset,
                  server: BareMetalServer, image: BootImage, now: datetime) -> BareMetalLease:
     """The tenant holds the server from now; billing starts once it is provisioned."""
+    lock(session, server)
+    if server.state is not _B.AVAILABLE:  # taken by a concurrent lease meanwhile
+        raise Conflict(f"{asset.name} was just taken ({server.state.value}); try again")
     lease = BareMetalLease(id=ids.new("bml", now), tenant_id=who.tenant_id, asset_id=asset.id,
                            image=image.name, created_by=who.user_name, created_at=now,
                            leased_at=None, ended_at=None, reason="")
@@ -154,6 +163,7 @@ def end_lease(session: Session, lease: BareMetalLease, now: datetime, reason: st
 def release(session: Session, asset: Asset, server: BareMetalServer, lease: BareMetalLease,
             who: str, now: datetime) -> None:
     """The tenant gives the server back: billing stops, then it is powered off and wiped."""
+    lock(session, server)
     if lease.ended_at is not None:
         return  # released already: idempotent
     end_lease(session, lease, now, f"released by {who}")
@@ -163,6 +173,7 @@ def release(session: Session, asset: Asset, server: BareMetalServer, lease: Bare
 
 def reimage(session: Session, asset: Asset, server: BareMetalServer, lease: BareMetalLease,
             image: BootImage, who: str, now: datetime) -> None:
+    lock(session, server)
     held(lease, server)
     if server.state is _B.PROVISIONING and server.image == image.name:
         return  # asked twice: idempotent

@@ -77,3 +77,15 @@ def test_an_instance_through_the_cli(cloud: Cloud) -> None:
 
     missing = shell(cloud, "no-such-box", "echo hi\n")
     assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+def test_the_idle_policy_through_the_cli(cloud: Cloud) -> None:
+    policy = cloud.json("instance", "idle-policy", "--idle", "30m", "--below", "10",
+                        "--action", "stop")
+    assert (policy["below_pct"], policy["idle_s"], policy["grace_s"], policy["action"]) == (
+        10, 1800, 300, "stop")
+    assert "below 10% utilisation for 1800 s" in cloud.ok("instance", "idle-policy")
+    bad = cloud.cli("instance", "idle-policy", "--idle", "10s")
+    assert bad.returncode != 0 and "minute" in bad.stderr
+    cloud.ok("instance", "idle-policy", "--clear")
+    assert cloud.cli("instance", "idle-policy").returncode == 1

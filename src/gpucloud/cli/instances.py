@@ -201,6 +201,39 @@ def instance_delete(name: Annotated[str, typer.Argument(help="Its name or id.")]
         _act("deleting", api.delete_instance(name), as_json)
 
 
+@instance_app.command("idle-policy")
+def instance_idle_policy(
+    idle: Annotated[str | None, typer.Option(help="Set: idle this long (e.g. 30m) warns.")
+                    ] = None,
+    below: Annotated[int, typer.Option(help="GPU utilisation under this % counts as idle.")
+                     ] = 5,
+    grace: Annotated[str, typer.Option(help="From the warning to the action.")] = "5m",
+    action: Annotated[str, typer.Option(help="no-gpu (restart without GPUs) or stop.")
+                      ] = "no-gpu",
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the policy.")] = False,
+    tenant: Annotated[str | None, typer.Option(help="Operators: another tenant's.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show your tenant's idle reclamation policy; --idle sets it (tenant admins)."""
+    with client() as api:
+        if clear:
+            api.clear_idle_policy(tenant)
+            console.print("idle policy removed: idle instances keep their GPUs", markup=False)
+            return
+        policy = (api.set_idle_policy(below_pct=below, idle=idle, grace=grace, action=action,
+                                      tenant=tenant)
+                  if idle is not None else api.get_idle_policy(tenant))
+    if as_json:
+        print_json(policy)
+        return
+    what = ("restarted without GPUs (CPU price)" if policy.action.value == "no-gpu"
+            else "stopped")
+    console.print(f"GPU instances below {policy.below_pct}% utilisation for {policy.idle_s} s "
+                  f"get a warning, then {policy.grace_s} s later are {what}; the disk is kept "
+                  f"(set by {policy.updated_by} at {timestamp(policy.updated_at)})",
+                  markup=False)
+
+
 @instance_app.command("jupyter")
 def instance_jupyter(name: Annotated[str, typer.Argument(help="Its name or id.")]) -> None:
     """Print the URL of its Jupyter server, reached through the control plane."""

@@ -51,9 +51,12 @@ class BareMetalController:
         if self._last is not None and (now - self._last).total_seconds() < self.interval_s:
             return
         self._last = now
-        with self.ctx.db.write() as session:
-            store.sync_servers(session, now)
+        with self.ctx.db.read() as session:  # an idle pass only reads
+            missing = bool(store.unsynced(session))
             todo = store.work(session, WORKING)
+        if missing:
+            with self.ctx.db.write() as session:
+                store.sync_servers(session, now)
         if not todo:
             return
         with ThreadPoolExecutor(min(CONCURRENCY, len(todo))) as pool:

@@ -48,16 +48,20 @@ _LEASE_IDS = IdFactory()
 # -- the servers -----------------------------------------------------------------------------
 
 
+def unsynced(session: Session) -> list[str]:
+    """Live servers the register marks bare metal that have no lifecycle row yet."""
+    have = set(session.scalars(select(BareMetalServer.asset_id)))
+    return [asset_id for asset_id in session.scalars(select(Asset.id).where(
+        Asset.kind == AssetKind.SERVER, Asset.baremetal, Asset.retired_at.is_(None)))
+        if asset_id not in have]
+
+
 def sync_servers(session: Session, now: datetime) -> None:
     """A row for every live server the register marks bare metal (available at first);
     level-triggered: run before any pass that reads them."""
-    have = set(session.scalars(select(BareMetalServer.asset_id)))
-    for asset_id in session.scalars(select(Asset.id).where(
-            Asset.kind == AssetKind.SERVER, Asset.baremetal, Asset.retired_at.is_(None))):
-        if asset_id not in have:
-            session.add(BareMetalServer(asset_id=asset_id, state=_B.AVAILABLE, reason="",
-                                        image="", progress={}, state_since=now,
-                                        updated_at=now))
+    for asset_id in unsynced(session):
+        session.add(BareMetalServer(asset_id=asset_id, state=_B.AVAILABLE, reason="",
+                                    image="", progress={}, state_since=now, updated_at=now))
     session.flush()
 
 

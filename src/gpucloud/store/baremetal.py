@@ -196,11 +196,15 @@ def to_maintenance(session: Session, asset: Asset, server: BareMetalServer, why:
     was = server.state
     if server.lease_id is not None:
         lease = session.get_one(BareMetalLease, server.lease_id)
-        if was in HELD:
-            end_lease(session, lease, now, f"failed: {why}")
+        if was in HELD:  # the tenant is told what happened, not the BMC's address or reply
+            end_lease(session, lease, now, f"failed: the server could not be {_DOING[was]}; "
+                      "it is out of service and no longer billed")
     if was is _B.CLEANING:
         attest(session, asset, server, "failed", why, now)
     set_state(session, asset, server, _B.MAINTENANCE, now, "STEP_FAILED", why)
+
+
+_DOING = {_B.PROVISIONING: "provisioned", _B.LEASED: "kept running"}
 
 
 def finish_cleaning(session: Session, asset: Asset, server: BareMetalServer, image: str,

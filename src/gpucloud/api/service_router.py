@@ -177,7 +177,7 @@ async def _forward(platform: Platform, routing: ServiceRouter, route: Route, met
             if answer is None:
                 routing.bad[replica.id] = time.monotonic() + BAD_FOR_S
                 continue
-            return _relay(routing, route, replica, answer)
+            return await _relay(routing, route, replica, answer)
     finally:
         if waiting:
             routing.traffic.waiting(route.service_id, -1, time.monotonic())
@@ -200,13 +200,13 @@ async def _send(routing: ServiceRouter, replica: Replica, method: str, target: s
         raise
 
 
-def _relay(routing: ServiceRouter, route: Route, replica: Replica,
-           answer: httpx.Response) -> Response:
+async def _relay(routing: ServiceRouter, route: Route, replica: Replica,
+                 answer: httpx.Response) -> Response:
     def done() -> None:
         routing.traffic.to_replica(replica.id, -1)
         routing.traffic.finished(route.service_id, time.monotonic())
 
-    return http_proxy.streamed(answer, done)
+    return await http_proxy.relayed(answer, done)
 
 
 def _unavailable(route: Route) -> JSONResponse:

@@ -104,6 +104,17 @@ def wipe(h: Harness, api: TestClient, bmc: Emulator, server: str,
     drive(h, lambda: states(api, h)[server]["state"] == "available", "the server back")
 
 
+def reimage(h: Harness, api: TestClient, bmc: Emulator, path: str, token: str) -> None:
+    """Another image on the leased server: a reset at the BMC, then leased again."""
+    api.put("/v1/baremetal/images/rocky", headers=bearer(h.admin_token),
+            json={"url": f"{bmc.images}/rocky.iso"}).raise_for_status()
+    again = api.post(path + "/reimage", headers=bearer(token), json={"image": "rocky"})
+    assert again.status_code == 200 and again.json()["state"] == "provisioning", again.text
+    drive(h, lambda: api.get(path, headers=bearer(token)).json()["state"] == "leased",
+          "the reimage (a reset, booting the new image)")
+    assert bmc.media("gpu-a02").endswith("/rocky.iso") and bmc.power_on("gpu-a02")
+
+
 def hidden_from(api: TestClient, path: str, other: str) -> None:
     """Another tenant sees nothing of the lease and can do nothing to it."""
     assert api.get(path, headers=bearer(other)).status_code == 404
@@ -144,13 +155,7 @@ def test_a_whole_lease_at_a_real_bmc_billed_by_the_hour_with_no_jobs_on_it(
     h.settle()
     assert api.get(f"/v1/jobs/{job['id']}", headers=bearer(beta)).json()["state"] == "QUEUED"
 
-    api.put("/v1/baremetal/images/rocky", headers=bearer(h.admin_token),
-            json={"url": f"{bmc.images}/rocky.iso"}).raise_for_status()
-    again = api.post(path + "/reimage", headers=bearer(acme), json={"image": "rocky"})
-    assert again.status_code == 200 and again.json()["state"] == "provisioning", again.text
-    drive(h, lambda: api.get(path, headers=bearer(acme)).json()["state"] == "leased",
-          "the reimage (a reset, booting the new image)")
-    assert bmc.media("gpu-a02").endswith("/rocky.iso") and bmc.power_on("gpu-a02")
+    reimage(h, api, bmc, path, acme)
 
     h.clock.advance(100)  # and 100 s more, at 1.00 a second
     h.settle(1)
@@ -179,6 +184,9 @@ def test_a_whole_lease_at_a_real_bmc_billed_by_the_hour_with_no_jobs_on_it(
     placed = api.get(f"/v1/jobs/{job['id']}", headers=bearer(beta)).json()
     assert placed["state"] != "QUEUED" and placed["node_id"] == "gpu-a02"
     assert api.get(path, headers=bearer(acme)).json()["charged"] == f"{seconds}.00"  # no more
+    report = api.get("/v1/fleet/report", headers=bearer(h.admin_token), params={"days": 1})
+    row = next(r for r in report.json()["rows"] if r["asset"] == "gpu-a02")
+    assert row["revenue_per_day"] == f"{seconds}.00"  # the lease's revenue is the server's
 
 
 def test_a_failed_step_goes_to_maintenance_and_the_password_is_never_shown(

@@ -23,7 +23,7 @@ from gpucloud.core.fleet import AssetKind
 from gpucloud.core.fleet_cost import CostInputs, DailyCost, daily_cost
 from gpucloud.store.assets import currency, fleet_places
 from gpucloud.store.models import Allocation, AllocationMeter, MeteredLease, Node
-from gpucloud.store.models_fleet import Asset
+from gpucloud.store.models_fleet import Asset, BareMetalLease
 
 
 @dataclass(frozen=True)
@@ -60,11 +60,12 @@ def fleet_report(session: Session, now: datetime, days: int, kwh_price: Fraction
     ):
         by_node[node_id] += int(charged)
     by_ref: defaultdict[str, int] = defaultdict(int)
-    for ref_id, charged in session.execute(
-        select(MeteredLease.ref_id, MeteredLease.charged_minor)
+    for asset_id, charged in session.execute(  # a server lease is charged to its lease's id
+        select(BareMetalLease.asset_id, MeteredLease.charged_minor)
+        .join(BareMetalLease, BareMetalLease.id == MeteredLease.ref_id)
         .where(MeteredLease.kind == LeaseKind.SERVER.value, MeteredLease.started_at >= since)
     ):
-        by_ref[ref_id] += int(charged)
+        by_ref[asset_id] += int(charged)
     kwh_minor = kwh_price * 10 ** exponent(money)
     rows = []
     seen_nodes = set()

@@ -17,11 +17,20 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gpucloud.scheduling.frag import FloatArray
-from gpucloud.scheduling.frag_tables import _BOUNDS, FragTables, Keys, points
+from gpucloud.scheduling.frag_tables import _BOUNDS, FragTables, Keys, int_points
 from gpucloud.scheduling.model import MILLI, Shape
 from gpucloud.scheduling.state import BoolArray, ClusterState, IntArray
 
 _BOUND_LIST = _BOUNDS.tolist()
+
+
+@dataclass(frozen=True)
+class _CpuPart:
+    usable: int  # typical requests the node's free CPU hosts
+    tau: IntArray  # (K,) those it still hosts after each shape
+    cpu_ok: BoolArray  # (K,) enough CPU for the shape
+    tf: IntArray  # tau of the fractional shapes
+    at: IntArray  # their rows' offsets in the model's flattened ``bv_left``
 
 
 @dataclass(frozen=True)
@@ -38,8 +47,14 @@ class Plan:
     take: IntArray  # whole GPUs each shape takes, capped at the widest node (beyond: unfit)
     # Free CPU values where some shape's fit or some typical request's hosting changes.
     breaks: list[int]
+    # Caches, filled as node states are met (see ``_partial``).
     partial: dict[tuple[int, ...], FloatArray] = field(default_factory=dict)
     fits: dict[tuple[int, int], BoolArray] = field(default_factory=dict)  # by (model, F)
+    by_cpu: dict[int, _CpuPart] = field(default_factory=dict)  # by CPU interval
+    by_full: dict[tuple[int, int, int], tuple[FloatArray, FloatArray | None]] = field(
+        default_factory=dict)  # by (model, F, CPU interval)
+    by_value: dict[tuple[int, int, int], FloatArray] = field(
+        default_factory=dict)  # by (model, CPU interval, a device's free milli)
 
     @classmethod
     def build(cls, t: FragTables, keys: Keys, centre: float, strand: float) -> Plan:
@@ -50,33 +65,76 @@ class Plan:
                    np.minimum(keys.whole_count, t.wt.shape[3] - 1), breaks.tolist())
 
 
-def _partial(t: FragTables, model: int, row: IntArray, free: list[int], cpu: int,
+def _by_cpu(t: FragTables, plan: Plan, i: int, cpu: int) -> _CpuPart:
+    """What depends on the node's free CPU only through its interval ``i`` of ``plan.breaks``
+    (shapes' fit and the typical requests each leaves hosted)."""
+    part = plan.by_cpu.get(i)
+    if part is None:
+        keys = plan.keys
+        left_cpu = cpu - keys.cpu
+        tau = t.theta.searchsorted(left_cpu, side="right")
+        tf = tau[keys.frac]
+        part = plan.by_cpu[i] = _CpuPart(bisect_right(t.theta_list, cpu), tau, left_cpu >= 0,
+                                         tf, tf * (MILLI + 2))
+    return part
+
+
+def _by_full(t: FragTables, plan: Plan, model: int, full: int, i: int,
+             part: _CpuPart) -> tuple[FloatArray, FloatArray | None]:
+    """(the whole-GPU term of the scores, +inf where a shape cannot go; the fractions'
+    loss on a fully free device, 0 for other shapes, None without one): by model, F and
+    CPU interval."""
+    key = (model, full, i)
+    got = plan.by_full.get(key)
+    if got is None:
+        keys = plan.keys
+        fits = plan.fits.get((model, full))
+        if fits is None:  # model allowed and, for whole GPUs, enough fully free devices
+            fits = plan.fits[(model, full)] = keys.by_model[model] & (full >= keys.whole_count)
+        wt = np.where(part.cpu_ok & fits, t.wt[model, full][part.tau, plan.take], np.inf)
+        whole = None
+        if full:
+            whole = _device_loss(t, plan, model, i, MILLI, part)
+            whole[keys.frac] += t.pw_step[model, full, part.tf]
+        got = plan.by_full[key] = (wt, whole)
+    return got
+
+
+def _device_loss(t: FragTables, plan: Plan, model: int, i: int, v: int,
+                 part: _CpuPart) -> FloatArray:
+    """(K,): the usable milli each fraction costs on a device with ``v`` free milli (+inf if
+    it does not fit), 0 for other shapes; by model, CPU interval and v."""
+    key = (model, i, v)
+    got = plan.by_value.get(key)
+    if got is None:
+        # bv_left[., 1 + v] = bv[., v], bv_left[., 0] = -inf: a device too small for the
+        # fraction (v - milli < 0) loses infinitely much.
+        flat = t.bv_left[model].reshape(-1)
+        got = np.zeros(len(plan.keys.shapes))
+        got[plan.keys.frac] = (flat[part.at + (v + 1)]
+                               - flat[part.at + np.maximum(v + 1 - plan.frac_milli, 0)])
+        if v != MILLI:
+            plan.by_value[key] = got
+    return got
+
+
+def _partial(t: FragTables, model: int, free: list[int], cpu: int, i: int,
              plan: Plan) -> FloatArray:
     """Everything in the scores but the stranding term, +inf where a shape cannot go: a
     function of the node's model, its sorted free milli and which side of each of
-    ``plan.breaks`` its free CPU is on."""
-    keys = plan.keys
+    ``plan.breaks`` its free CPU is on (interval ``i``)."""
     full = free.count(MILLI)
-    prefix = np.add.reduce(t.bv[model][:, row], axis=1) + t.pw[model, full]
-    usable = float(prefix[bisect_right(t.theta_list, cpu)])
-    left_cpu = cpu - keys.cpu
-    tau = t.theta.searchsorted(left_cpu, side="right")
-    y = (usable + plan.offset) - prefix[tau] + t.wt[model, full][tau, plan.take]
-    fits = plan.fits.get((model, full))
-    if fits is None:  # model allowed and, for whole GPUs, enough fully free devices
-        fits = plan.fits[(model, full)] = keys.by_model[model] & (full >= keys.whole_count)
-    if keys.frac.size:
-        # bv_left[., 1 + v] = bv[., v], bv_left[., 0] = -inf: a device too small for the
-        # fraction (v - milli < 0) loses infinitely much.
-        shifted = np.array(sorted(set(free), reverse=True), dtype=np.int64) + 1  # 1000 first
-        tf = tau[keys.frac]
-        at = (tf * (MILLI + 2))[:, None]
-        flat = t.bv_left[model].reshape(-1)
-        dev = flat[at + shifted] - flat[at + np.maximum(shifted - plan.frac_milli[:, None], 0)]
-        if full:
-            dev[:, 0] += t.pw_step[model, full, tf]
-        y[keys.frac] += np.minimum.reduce(dev, axis=1)  # +inf if no device takes it
-    return np.where((left_cpu >= 0) & fits, y, np.inf)
+    prefix = t.prefix_of(model, free, full)
+    part = _by_cpu(t, plan, i, cpu)
+    wt, whole = _by_full(t, plan, model, full, i, part)
+    y = (float(prefix[part.usable]) + plan.offset) - prefix[part.tau] + wt
+    if plan.keys.frac.size:
+        values = sorted(set(free), reverse=True)  # 1000 first
+        losses = [_device_loss(t, plan, model, i, v, part) for v in values[1 if full else 0:]]
+        if whole is not None:
+            losses.insert(0, whole)
+        y += losses[0] if len(losses) == 1 else np.minimum.reduce(losses)
+    return y
 
 
 def _free(t: FragTables, state: ClusterState, node: int) -> tuple[IntArray, list[int]]:
@@ -92,27 +150,30 @@ def _stranding(t: FragTables, model: int, free: list[int], cpu: int,
     return strand * has, float(sum(free)) - cpu / ratio
 
 
-def column(t: FragTables, state: ClusterState, node: int, plan: Plan) -> FloatArray:
-    """Scores (K,) of the plan's shapes on ``node``, -1 where one cannot go there.
+def column(t: FragTables, state: ClusterState, node: int, plan: Plan) -> IntArray:
+    """Integer scores (K,) of the plan's shapes on ``node``, -1 where one cannot go there.
 
     Node states that differ only in free CPU between two of ``plan.breaks`` share all but
     the stranding term, so that part is cached by (model, CPU interval, sorted free milli).
     """
     if not t.fast[node]:
-        score: FloatArray = t.score_block(state, np.array([node]), plan.keys, plan.centre,
-                                          plan.strand)[0][0]
-        return score
+        score = t.score_block(state, np.array([node]), plan.keys, plan.centre, plan.strand)
+        return np.asarray(score[0][0], dtype=np.int64)
     model = int(t.model[node])
-    row, free = _free(t, state, node)
+    _, free = _free(t, state, node)
     cpu = int(state.cpu_free[node])
-    key = (model, bisect_right(plan.breaks, cpu), *sorted(free))
+    free.sort()
+    i = bisect_right(plan.breaks, cpu)
+    key = (model, i, *free)
     y = plan.partial.get(key)
     if y is None:
-        y = plan.partial[key] = _partial(t, model, row, free, cpu, plan)
+        y = plan.partial[key] = _partial(t, model, free, cpu, i, plan)
     if plan.strand:
         weight, gap = _stranding(t, model, free, cpu, plan.strand)
-        y = y + (weight * (np.maximum(0.0, gap + plan.cpu_over[model]) - max(0.0, gap)))
-    return points(y)  # -1 where y is +inf
+        if weight:
+            grown = np.maximum(0.0, gap + plan.cpu_over[model]) - max(0.0, gap)
+            y = y + (grown if weight == 1.0 else weight * grown)
+    return int_points(y)  # -1 where y is +inf
 
 
 def fraction_device(t: FragTables, state: ClusterState, node: int, shape: Shape,
@@ -123,11 +184,11 @@ def fraction_device(t: FragTables, state: ClusterState, node: int, shape: Shape,
         keys = t.keys(state, shape)
         return int(t.score_block(state, np.array([node]), keys, centre, strand)[1][0, 0])
     model = int(t.model[node])
-    row, free = _free(t, state, node)
+    _, free = _free(t, state, node)
     cpu = int(state.cpu_free[node])
     full = free.count(MILLI)
     m = shape.gpu_milli
-    prefix = np.add.reduce(t.bv[model][:, row], axis=1) + t.pw[model, full]
+    prefix = t.prefix_of(model, sorted(free), full)
     usable = float(prefix[bisect_right(t.theta_list, cpu)])
     tau = bisect_right(t.theta_list, cpu - shape.cpu_milli)
     y = (usable + (centre - 1.0) * m) - float(prefix[tau]) + float(t.wt[model, full, tau, 0])

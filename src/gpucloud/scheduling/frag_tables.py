@@ -64,13 +64,18 @@ def _bounds() -> FloatArray:
 _BOUNDS = np.append(_bounds(), 1e300)
 
 
-def points(x: FloatArray) -> FloatArray:
+def int_points(x: FloatArray) -> IntArray:
     """FGD's integer score of a growth x (milli): ``floor(100 sigmoid(-x / 1000))``; -1 for
     +inf. The growth is rounded to a millionth of a milli first: the same growth summed in
     another order (the per-node column, the block) differs in its last bits, and must not land
     on the other side of a score's bound."""
-    return np.asarray(100 - _BOUNDS.searchsorted(np.round(x, 6), side="left"),
-                      dtype=np.float64)
+    found: IntArray = _BOUNDS.searchsorted(x.round(6), side="left")
+    return 100 - found
+
+
+def points(x: FloatArray) -> FloatArray:
+    """``int_points`` as floats."""
+    return np.asarray(int_points(x), dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,17 @@ class FragTables:
         self.gpu_total = np.zeros(n)
         self.stranded = np.zeros(n)
         self._keys: dict[Shape, Keys] = {}
+        self._prefix: dict[tuple[int, ...], FloatArray] = {}
+
+    def prefix_of(self, model: int, free: list[int], full: int) -> FloatArray:
+        """(G + 1,): usable milli of a node of ``model`` with devices of ``free`` (sorted)
+        milli (``full`` of them fully free) if only the first tau requests fit, cached."""
+        key = (model, *free)
+        prefix = self._prefix.get(key)
+        if prefix is None:
+            prefix = self._prefix[key] = (np.add.reduce(self.bv[model][:, free], axis=1)
+                                          + self.pw[model, full])
+        return prefix
 
     def _refresh(self, state: ClusterState, idx: IntArray) -> None:
         stale = idx[self.version[idx] != state.version[idx]]

@@ -38,7 +38,7 @@ class BlockScorer(Protocol):
 
     def plan(self, state: ClusterState, keys: Keys) -> Plan: ...
 
-    def column(self, state: ClusterState, node: int, plan: Plan) -> FloatArray: ...
+    def column(self, state: ClusterState, node: int, plan: Plan) -> IntArray: ...
 
     def fraction_device(self, state: ClusterState, node: int, shape: Shape) -> int: ...
 
@@ -85,6 +85,9 @@ class ScoreMatrix:
         self.penalty = np.zeros((0, n))
         # Unhealthy nodes take nothing, nor do nodes with negative free memory.
         self._live = np.where(state.healthy, self.bias, -np.inf)
+        # A state's score as a row entry before the bias: points as they are, -1 (indexed
+        # last) for a shape that cannot go.
+        self._points = np.append(np.arange(101, dtype=np.float64), -np.inf)
 
     def _id(self, node: int) -> int:
         st = self.state
@@ -129,9 +132,13 @@ class ScoreMatrix:
         log = self.state.changed
         if self.seen == len(log):
             return
+        if self.seen + 1 == len(log):  # one decision since the last call: one node
+            self.seen += 1
+            self._sync_one(log[-1])
+            return
         changed = log[self.seen:]
         self.seen = len(log)
-        nodes = sorted(set(changed)) if len(changed) > 1 else changed
+        nodes = sorted(set(changed))
         stale = []
         for i in nodes:
             sid = self.sid[i] = self._id(i)
@@ -140,10 +147,22 @@ class ScoreMatrix:
         if stale:
             self._current()
             self._fill_states(np.array(stale, dtype=np.int64), self.keys, 0)
-        if len(nodes) == 1:
-            self._write_one(nodes[0])
-        else:
-            self._write(np.array(nodes, dtype=np.int64), 0)
+        self._write(np.array(nodes, dtype=np.int64), 0)
+
+    def _sync_one(self, node: int) -> None:
+        sid = self._id(node)
+        self.sid[node] = sid
+        k, p = len(self.shapes), int(self.pos[node])
+        mem = int(self.state.mem_free[node])
+        live = float(self._live[node]) if mem >= 0 else -np.inf
+        if self.known[sid] < k:  # a new state: its scores for every shape
+            self._current()
+            self.known[sid] = k
+            self.score[sid, :k] = self.scorer.column(self.state, node, self.plan)
+        np.add(self._points[self.score[sid, :k]], live, out=self.rows[:k, p])
+        self.memory[p] = mem
+        if self.levels:
+            self.penalty[:, p] = np.where(mem >= self.level_memory, 0.0, -np.inf)
 
     def _write(self, nodes: IntArray, first: int) -> None:
         """Rows ``first``... at the tie positions of ``nodes``, from their states' scores."""
@@ -156,16 +175,6 @@ class ScoreMatrix:
         self.memory[pos] = mem
         if self.levels:
             self.penalty[:, pos] = np.where(mem >= self.level_memory[:, None], 0.0, -np.inf)
-
-    def _write_one(self, node: int) -> None:
-        k, p = len(self.shapes), int(self.pos[node])
-        score = self.score[self.sid[node], :k].astype(np.float64)
-        mem = int(self.state.mem_free[node])
-        live = float(self._live[node]) if mem >= 0 else -np.inf
-        self.rows[:k, p] = np.where(score >= 0, score + live, -np.inf)
-        self.memory[p] = mem
-        if self.levels:
-            self.penalty[:, p] = np.where(mem >= self.level_memory, 0.0, -np.inf)
 
     def _penalty(self, memory: int) -> FloatArray:
         level = self.levels.get(memory)

@@ -178,7 +178,7 @@ class _FragBase:
     def plan(self, state: ClusterState, keys: Keys) -> Plan:
         return Plan.build(self.tables(state), keys, self.centre, self.strand)
 
-    def column(self, state: ClusterState, node: int, plan: Plan) -> FloatArray:
+    def column(self, state: ClusterState, node: int, plan: Plan) -> IntArray:
         return column(self.tables(state), state, node, plan)
 
     def fraction_device(self, state: ClusterState, node: int, shape: Shape) -> int:

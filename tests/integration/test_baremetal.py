@@ -254,4 +254,14 @@ def test_leasing_is_admitted_on_funds_and_refused_with_what_to_fix(
     busy = api.post("/v1/baremetal/leases", headers=bearer(rich), json={"server": "gpu-a02"})
     assert busy.status_code == 409 and "running jobs" in busy.json()["detail"]
     assert api.get("/v1/baremetal/servers", headers=bearer(rich)).json()["items"] == []
-
+    # an operator takes it out of service: no tenant sees it, nobody leases it
+    admin = bearer(h.admin_token)
+    out = api.post("/v1/baremetal/servers/gpu-a02/maintenance", headers=admin,
+                   json={"reason": "fan noise"})
+    assert out.status_code == 200 and out.json()["state"] == "maintenance"
+    assert "fan noise" in out.json()["reason"]
+    assert api.get("/v1/baremetal/servers", headers=bearer(poor)).json()["items"] == []
+    assert api.post("/v1/baremetal/servers/gpu-a02/maintenance", headers=bearer(poor),
+                    json={"reason": "x"}).status_code == 403
+    refused = api.post("/v1/baremetal/leases", headers=bearer(rich), json={"model": MODEL})
+    assert refused.status_code == 409 and "maintenance" in refused.json()["detail"]

@@ -185,6 +185,22 @@ def return_(
     console.print(f"{found.name}: {found.state}", markup=False)
 
 
+@baremetal_app.command("maintenance")
+def maintenance(
+    server: Annotated[str, typer.Argument(help="The server's name.")],
+    reason: Annotated[str, typer.Option(help="Why: shown to operators.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Operators: take a server out of service now (a tenant holding it stops paying)."""
+    with client() as api:
+        found = api.maintain_baremetal(server, reason)
+    if as_json:
+        print_json(found)
+        return
+    console.print(f"{found.name}: {found.state}: {found.reason}", markup=False)
+    console.print(f"  return it with: gpucloud baremetal return {found.name}", markup=False)
+
+
 @image_app.command("add")
 def image_add(
     name: Annotated[str, typer.Argument(help="The image's name, e.g. ubuntu-24.04.")],

@@ -128,6 +128,12 @@ class FleetMixin:
                           safe_to_resend=True)
         return self._parse(BareMetalServerOut, data)
 
+    def maintain_baremetal(self, server: str, reason: str) -> BareMetalServerOut:
+        """Operators: a server out of service now, with the reason."""
+        data = self._send("POST", f"/v1/baremetal/servers/{_seg(server)}/maintenance",
+                          body={"reason": reason}, safe_to_resend=True)
+        return self._parse(BareMetalServerOut, data)
+
     def add_boot_image(self, name: str, url: str, wipe: bool = False) -> BootImageOut:
         data = self._send("PUT", f"/v1/baremetal/images/{_seg(name)}",
                           body={"url": url, "purpose": "wipe" if wipe else "os"},

@@ -141,6 +141,11 @@ class BareMetalServerOut(Wire):
     state_since: datetime | None = None
 
 
+class MaintenanceIn(Wire):
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
 class BareMetalLeaseIn(Wire):
     """Lease one server: a named one, or any available one of a server model."""
 

@@ -37,6 +37,7 @@ from gpucloud.schemas.fleet import (
     BmcCredentialsIn,
     BootImageIn,
     BootImageOut,
+    MaintenanceIn,
     PowerIn,
     ReimageIn,
 )
@@ -107,6 +108,24 @@ def return_server(name: str, platform: PlatformDep, who: PrincipalDep) -> BareMe
         asset, server = store.find_server(session, name)
         if server.state is not _B.CLEANING:
             store.return_server(session, asset, server, who.user_name, now)
+        out = server_out(asset, server, _version(session, platform), True)
+    platform.wake()
+    return out
+
+
+@router.post("/v1/baremetal/servers/{name}/maintenance", response_model=BareMetalServerOut)
+def maintenance(name: str, body: MaintenanceIn, platform: PlatformDep, who: PrincipalDep
+                ) -> BareMetalServerOut:
+    """Out of service now, with the reason (a tenant holding it stops paying); it comes back
+    with ``return``, wiped first."""
+    who.require_operator("taking bare-metal servers out of service")
+    now = platform.ctx.clock.now()
+    with platform.ctx.db.write() as session:
+        asset, server = store.find_server(session, name)
+        store.lock(session, server)
+        if server.state is not _B.MAINTENANCE:
+            store.to_maintenance(session, asset, server,
+                                 f"{body.reason} (by {who.user_name})", now)
         out = server_out(asset, server, _version(session, platform), True)
     platform.wake()
     return out

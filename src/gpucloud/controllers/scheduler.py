@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session
 
 from gpucloud.controllers.context import Context
 from gpucloud.core.states import HOLDS_ALLOCATION, JobState, Reason
+from gpucloud.scheduling.dataset_affinity import with_dataset_affinity
 from gpucloud.scheduling.decisions import SchedulePlan, Waiting, WaitReason
 from gpucloud.scheduling.frag import typical
 from gpucloud.scheduling.model import Placement
-from gpucloud.scheduling.policies import FragAwareScorer
+from gpucloud.scheduling.policies import FragAwareScorer, Scorer
 from gpucloud.scheduling.scheduler import SchedulerConfig, schedule
 from gpucloud.store.models import Allocation, DeviceClaim, Job
 from gpucloud.store.scheduling_input import (
@@ -94,7 +95,10 @@ class SchedulerController:
         # The request distribution FGD-style scoring needs: what is queued and running now.
         queue = [w for q in view.queue for w in q.members]
         shapes = [w.shape for w in queue] + [r.workload.shape for r in view.running]
-        scorer = FragAwareScorer(typical(shapes))
+        scorer: Scorer = FragAwareScorer(typical(shapes))
+        # Prefer nodes whose dataset cache holds what a job reads (a plugin on the scorer).
+        queue, scorer = with_dataset_affinity(queue, scorer, view.wanted_datasets,
+                                              view.cached_datasets)
         return schedule(view.snapshot, queue, scorer, CONFIG, view.running)
 
     def _bind(

@@ -34,7 +34,7 @@ _GROUP_AT = 256  # nodes from which grouping identical initial states pays for i
 _DEDUPE_AT = 32  # logged changes from which repeated nodes are dropped before rescoring
 _MATRIX_AFTER = 64  # decisions before a block scorer's pass builds its score matrix
 
-Key = tuple[int, int, int, int, frozenset[str] | None]
+Key = tuple[int, int, int, int, frozenset[str] | None, frozenset[str]]
 
 
 @dataclass
@@ -145,13 +145,13 @@ class Placer:
     def _refresh(self, shape: Shape) -> _Cache:
         shared = self._shared_memory
         key = (shape.cpu_milli, 0 if shared else shape.memory_mib, shape.gpu_count,
-               shape.gpu_milli, shape.gpu_models)
+               shape.gpu_milli, shape.gpu_models, shape.datasets)
         cache = self._caches.get(key)
         log = self.state.changed
         if cache is None:
             n = len(self.state)
             scored = Shape(shape.cpu_milli, 0, shape.gpu_count, shape.gpu_milli,
-                           shape.gpu_models) if shared else shape
+                           shape.gpu_models, shape.datasets) if shared else shape
             cache = _Cache(scored, len(log), np.full(n, -np.inf), np.full(n, -1, dtype=np.int64))
             self._caches[key] = cache
             self._first_fill(cache)

@@ -81,6 +81,7 @@ class Workload:
     # A gang whose members must each have a node of their own (a multi-node job: one process
     # per node); otherwise members may share a node, as pods of a gang may.
     one_per_node: bool = False
+    datasets: frozenset[str] = frozenset()  # dataset versions it reads (dataset_affinity.py)
 
     def __post_init__(self) -> None:
         if self.gpu_count < 0 or self.cpu_milli < 0 or self.memory_mib < 0:
@@ -93,7 +94,7 @@ class Workload:
     @cached_property  # a frozen dataclass keeps its __dict__; placement asks for it often
     def shape(self) -> Shape:
         return Shape(self.cpu_milli, self.memory_mib, self.gpu_count,
-                     self.gpu_milli if self.gpu_count else 0, self.gpu_models)
+                     self.gpu_milli if self.gpu_count else 0, self.gpu_models, self.datasets)
 
     @property
     def total_gpu_milli(self) -> int:
@@ -109,6 +110,7 @@ class Shape:
     gpu_count: int
     gpu_milli: int
     gpu_models: frozenset[str] | None = None
+    datasets: frozenset[str] = frozenset()  # only a dataset-affinity scorer reads it
 
     @property
     def is_fractional(self) -> bool:

@@ -5,12 +5,16 @@ job starts (``engines.storage_dirs.fill_cache``); stale directories are removed 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    from gpucloud.store.scheduling_input import QueuedJob
 
 from gpucloud.core.datasets import CacheEntry, plan_eviction
 from gpucloud.core.states import HOLDS_ALLOCATION
@@ -42,10 +46,9 @@ def _stats(session: Session, node_id: str) -> NodeCacheStats:
 
 def pinned_versions(session: Session, node_id: str, exclude_job: str) -> set[str]:
     """Versions that jobs holding an allocation on the node mount (never evicted)."""
-    jobs = session.scalars(
-        select(Job).join(Allocation, Allocation.job_id == Job.id)
-        .where(Allocation.node_id == node_id, Allocation.active,
-               Job.state.in_(list(HOLDS_ALLOCATION)), Job.id != exclude_job).distinct())
+    on_node = select(Allocation.job_id).where(Allocation.node_id == node_id, Allocation.active)
+    jobs = session.scalars(select(Job).where(
+        Job.id.in_(on_node), Job.state.in_(list(HOLDS_ALLOCATION)), Job.id != exclude_job))
     return {v.id for job in jobs for _, v in job_versions(session, job)}
 
 
@@ -102,3 +105,24 @@ def cached_by_node(session: Session) -> dict[str, frozenset[str]]:
             select(NodeCacheEntry.node_id, NodeCacheEntry.version_id)):
         held.setdefault(node_id, set()).add(version_id)
     return {node: frozenset(v) for node, v in held.items()}
+
+
+def dataset_preferences(session: Session, queue: Sequence[QueuedJob]
+                        ) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+    """For the scheduler's dataset-affinity plugin: (workload id -> the versions it reads,
+    node -> the versions its cache holds). Two empty maps, after one small query, while no
+    cache holds anything."""
+    cached = cached_by_node(session)
+    if not cached:
+        return {}, {}
+    wanted: dict[str, frozenset[str]] = {}
+    specs = {job_id: spec for job_id, spec in session.execute(
+        select(Job.id, Job.spec).where(Job.id.in_([q.job_id for q in queue])))}
+    for queued in queue:
+        texts = specs.get(queued.job_id, {}).get("datasets", [])
+        if not texts:
+            continue
+        job = session.get_one(Job, queued.job_id)
+        versions = frozenset(v.id for _, v in job_versions(session, job))
+        wanted.update({member.id: versions for member in queued.members})
+    return wanted, cached

@@ -4,7 +4,7 @@ as the pure scheduling core's snapshot types (``gpucloud.scheduling.model``)."""
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -29,6 +29,7 @@ from gpucloud.store.baremetal import unschedulable_nodes
 from gpucloud.store.models import Allocation, DeviceClaim, Job
 from gpucloud.store.models import Device as DeviceRow
 from gpucloud.store.models import Node as NodeRow
+from gpucloud.store.node_cache import dataset_preferences
 
 # Node labels that place a node in the fabric: from the asset register for nodes matched to a
 # server there (store.assets), else as the engine labels them.
@@ -63,6 +64,10 @@ class SchedulingInput:
     running: tuple[Running, ...]
     queue: tuple[QueuedJob, ...]
     device_ids: dict[tuple[str, int], str]  # (node, device index) -> device id
+    # The dataset-affinity scorer's input: workload id -> dataset versions it reads, and
+    # node -> versions in its cache (store/node_cache.py).
+    wanted_datasets: dict[str, frozenset[str]] = field(default_factory=dict)
+    cached_datasets: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def decision_key(self) -> tuple[object, ...]:
         """Everything the plan depends on but the clock: equal keys give the same plan, apart
@@ -71,6 +76,8 @@ class SchedulingInput:
             self.snapshot,
             tuple((r.workload, r.placement) for r in self.running),
             tuple(q.members for q in self.queue),
+            self.wanted_datasets,
+            self.cached_datasets,
         )
 
 
@@ -130,7 +137,8 @@ def scheduling_input(session: Session, window: int, now: datetime) -> Scheduling
         )
         for row, labels, devices in nodes
     ))
-    return SchedulingInput(snapshot, tuple(running), tuple(queue), device_ids)
+    wanted, cached = dataset_preferences(session, queue)
+    return SchedulingInput(snapshot, tuple(running), tuple(queue), device_ids, wanted, cached)
 
 
 _QUEUE_COLUMNS = (

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 import httpx
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
 # Hop-by-hop (RFC 9110 7.6.1) or ours: never forwarded.
@@ -53,30 +53,6 @@ def streamed(answer: httpx.Response, on_done: Callable[[], None] | None = None
     response = StreamingResponse(body(), status_code=answer.status_code,
                                  background=BackgroundTask(close))
     response.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in kept]
-    return response
-
-
-SMALL_BODY = 1 << 20  # a body of known length up to this is relayed in one write
-
-
-async def relayed(answer: httpx.Response, on_done: Callable[[], None] | None = None
-                  ) -> Response:
-    """Like ``streamed``, but a small body of known length (a JSON answer, not a stream) is
-    read first and sent in one write: headers and body written apart cost a round trip of
-    delayed ACKs on loopback. Bodies without a length (SSE, chunked) are always streamed."""
-    length = answer.headers.get("content-length")
-    if length is None or not length.isdigit() or int(length) > SMALL_BODY:
-        return streamed(answer, on_done)
-    done = _Once(on_done)
-    try:
-        body = await answer.aread()
-    finally:
-        await answer.aclose()
-        done()
-    kept = [(k, v) for k, v in answer.headers.multi_items() if k.lower() not in DROP_RESPONSE]
-    response = Response(body, status_code=answer.status_code)
-    response.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in kept] + [
-        (b"content-length", str(len(body)).encode())]
     return response
 
 

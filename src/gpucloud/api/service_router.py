@@ -22,16 +22,18 @@ import hashlib
 import hmac
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import httpx
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from gpucloud.api import http_proxy, instance_access
 from gpucloud.api.deps import Platform, client_address
 from gpucloud.api.problems import problem
+from gpucloud.api.upstream import Answer, UpstreamError, UpstreamPool, UpstreamUnavailable
 from gpucloud.controllers.service_traffic import TRAFFIC, ServiceTraffic
 from gpucloud.core.errors import GpucloudError, NotFound, Unauthenticated
 from gpucloud.core.services import ReplicaState
@@ -45,12 +47,14 @@ AUTH_TTL_S = 2.0  # a revoked token keeps working through the router for at most
 BAD_FOR_S = 2.0
 COLD_START_WAIT_S = 60.0
 POLL_S = 0.05
+SMALL_BODY = 1 << 20  # a body of known length up to this is relayed in one write
 
 
 @dataclass(frozen=True)
 class Replica:
     id: str
-    url: str  # http://host:port
+    host: str
+    port: int
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,7 @@ class ServiceRouter:
     fetched: dict[tuple[str, str], float] = field(default_factory=dict)
     callers: dict[str, tuple[float, Principal]] = field(default_factory=dict)
     bad: dict[str, float] = field(default_factory=dict)  # replica id -> skipped until
-    http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(
-        timeout=httpx.Timeout(10, read=300),
-        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200)))
+    pool: UpstreamPool = field(default_factory=UpstreamPool)
 
     async def route(self, platform: Platform, tenant: str, name: str,
                     fresh: bool = False) -> Route | None:
@@ -107,7 +109,7 @@ def _load_route(platform: Platform, tenant: str, name: str) -> Route | None:
         service = store.routed(session, tenant, name)
         if service is None:
             return None
-        ready = tuple(Replica(r.id, f"http://{r.host}:{r.port}")
+        ready = tuple(Replica(r.id, r.host, r.port)
                       for r in store.replicas(session, service.id)
                       if r.state is ReplicaState.READY and r.host is not None)
         return Route(service.id, service.tenant_id, service.name,
@@ -177,22 +179,25 @@ async def _forward(platform: Platform, routing: ServiceRouter, route: Route, met
             if answer is None:
                 routing.bad[replica.id] = time.monotonic() + BAD_FOR_S
                 continue
-            return await _relay(routing, route, replica, answer)
+            try:
+                return await _relay(routing, route, replica, answer)
+            except UpstreamError as err:
+                return problem(502, "bad_gateway", f"service {route.name}: replica "
+                               f"{replica.host}:{replica.port} failed mid-answer: {err}")
     finally:
         if waiting:
             routing.traffic.waiting(route.service_id, -1, time.monotonic())
 
 
 async def _send(routing: ServiceRouter, replica: Replica, method: str, target: str,
-                headers: dict[str, str], body: bytes) -> httpx.Response | None:
+                headers: dict[str, str], body: bytes) -> Answer | None:
     """The replica's answer; None when it refused or dropped the connection before answering
     (gone, or stopping): the request is then sent to another replica."""
-    request = routing.http.build_request(method, replica.url + target, headers=headers,
-                                         content=body)
     routing.traffic.to_replica(replica.id, +1)
     try:
-        return await routing.http.send(request, stream=True)
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError):
+        return await routing.pool.request(replica.host, replica.port, method, target, headers,
+                                          body)
+    except UpstreamUnavailable:
         routing.traffic.to_replica(replica.id, -1)
         return None
     except BaseException:
@@ -201,12 +206,41 @@ async def _send(routing: ServiceRouter, replica: Replica, method: str, target: s
 
 
 async def _relay(routing: ServiceRouter, route: Route, replica: Replica,
-                 answer: httpx.Response) -> Response:
-    def done() -> None:
-        routing.traffic.to_replica(replica.id, -1)
-        routing.traffic.finished(route.service_id, time.monotonic())
+                 answer: Answer) -> Response:
+    """A small body of known length in one write; anything else (SSE, chunked, large) chunk
+    by chunk as the replica sends it."""
+    released = False
 
-    return await http_proxy.relayed(answer, done)
+    def done() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            routing.traffic.to_replica(replica.id, -1)
+            routing.traffic.finished(route.service_id, time.monotonic())
+
+    if answer.length is not None and answer.length <= SMALL_BODY:
+        try:
+            body = await answer.read()
+        finally:
+            done()
+        response = Response(body, status_code=answer.status)
+        response.raw_headers = [*answer.headers, (b"content-length", str(len(body)).encode())]
+        return response
+
+    async def chunks() -> AsyncIterator[bytes]:
+        body = answer.body()
+        try:
+            async for chunk in body:
+                yield chunk
+        finally:
+            await body.aclose()  # the caller went away mid-body: the connection is closed
+            done()
+
+    streaming = StreamingResponse(chunks(), status_code=answer.status,
+                                  background=BackgroundTask(done))
+    streaming.raw_headers = list(answer.headers) + (
+        [(b"content-length", str(answer.length).encode())] if answer.length is not None else [])
+    return streaming
 
 
 def _unavailable(route: Route) -> JSONResponse:

@@ -6,6 +6,7 @@ nobody in another tenant. No network: the tiny ``cuda-base`` preset needs no dow
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -135,25 +136,54 @@ def test_a_job_runs_in_its_image_venv_built_once_and_reused(h: Harness, data_dir
     assert (Path(venv) / "pyvenv.cfg").stat().st_mtime_ns == stamp
 
 
-def test_a_failed_build_fails_the_job_with_the_reason(h1: Harness, data_dir: Path) -> None:
+def tiny_wheel(path: Path) -> None:
+    """A real wheel (a module, METADATA, WHEEL, RECORD): pip installs it with no network."""
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr("tinypkg.py", "VALUE = 7\n")
+        info = "tinypkg-1.0.dist-info"
+        wheel.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n")
+        wheel.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\n"
+                                        "Root-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{info}/RECORD", f"tinypkg.py,,\n{info}/METADATA,,\n{info}/WHEEL,,\n"
+                                         f"{info}/RECORD,,\n")
+
+
+def test_a_failed_build_fails_the_job_then_a_rebuild_works(h1: Harness, data_dir: Path) -> None:
     h = h1
-    # An operator's catalogue entry whose requirement cannot be installed (a missing local
-    # wheel: pip fails at once, without the network).
+    # An operator's catalogue entry whose wheel is not there yet: pip fails at once, offline.
+    wheel = data_dir / "wheels" / "tinypkg-1.0-py3-none-any.whl"
     (data_dir / "images").mkdir(parents=True, exist_ok=True)
     (data_dir / "images" / "catalogue.json").write_text(json.dumps([{
-        "name": "broken", "title": "a broken preset", "framework": "none",
-        "accelerator_version": "12.4", "requirements": [str(data_dir / "no-such.whl")]}]))
+        "name": "local-tiny", "title": "a tiny local wheel", "framework": "tinypkg",
+        "framework_version": "1.0", "accelerator_version": "12.4",
+        "requirements": [str(wheel)]}]))
     api = priced_api(h)
     token = tenant(api, h, "lab", "100000")
     listed = {i["name"] for i in api.get("/v1/images", headers=bearer(token)).json()["items"]}
-    assert "broken" in listed
-    failed = submit(api, token, "broken", "echo never runs")
+    assert "local-tiny" in listed
+    failed = submit(api, token, "local-tiny", "echo never runs")
     done = finished(h, api, token, failed["id"])
     assert (done["state"], done["reason"]) == ("FAILED", "LAUNCH_FAILED"), done
-    assert "image broken failed to build on node" in done["message"], done
-    assert "no-such.whl" in done["message"]
-    nodes = image(api, token, "broken")["nodes"]
-    assert [n["state"] for n in nodes] == ["FAILED"]
+    assert "image local-tiny failed to build on node" in done["message"], done
+    assert "tinypkg-1.0-py3-none-any.whl" in done["message"]
+    assert [n["state"] for n in image(api, token, "local-tiny")["nodes"]] == ["FAILED"]
+    # Stays FAILED for the next job too: no silent retry.
+    second = submit(api, token, "local-tiny", "echo never runs")
+    assert finished(h, api, token, second["id"])["state"] == "FAILED"
+
+    # The operator fixes the cause and asks for a rebuild; tenants cannot rebuild presets.
+    wheel.parent.mkdir()
+    tiny_wheel(wheel)
+    url = "/v1/images/local-tiny/rebuild"
+    assert api.post(url, headers=bearer(token)).status_code == 403
+    again = api.post(url, headers=bearer(h.admin_token))
+    assert again.status_code == 200, again.text
+    assert [(n["state"], n["builds"]) for n in again.json()["nodes"]] == [("BUILDING", 2)]
+    fixed = submit(api, token, "local-tiny", 'python -c "import tinypkg; print(tinypkg.VALUE)"')
+    assert finished(h, api, token, fixed["id"])["state"] == "SUCCEEDED"
+    assert "7" in output(api, token, fixed["id"])
+    assert [n["state"] for n in image(api, token, "local-tiny")["nodes"]] == ["READY"]
+    assert api.post(url, headers=bearer(h.admin_token)).status_code == 409  # nothing failed
 
 
 def test_image_save_makes_a_private_image_only_its_tenant_sees(h: Harness) -> None:

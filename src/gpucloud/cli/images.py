@@ -106,6 +106,23 @@ def image_save(
                   markup=False)
 
 
+@image_app.command("rebuild")
+def image_rebuild(
+    name: Annotated[str, typer.Argument(help="The image whose build failed.")],
+    node: Annotated[str | None, typer.Option(help="Only on this node.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Build a FAILED image again once its cause is fixed (presets: operators)."""
+    with client() as api:
+        image = api.rebuild_image(name, node)
+    if as_json:
+        print_json(image)
+        return
+    building = [n.node_id for n in image.nodes if n.state.value == "BUILDING"]
+    console.print(f"image {image.name}: building again on {', '.join(building) or '-'}; "
+                  f"see gpucloud image show {image.name}", markup=False)
+
+
 @image_app.command("delete")
 def image_delete(
     name: Annotated[str, typer.Argument(help="Your image's name or id.")],

@@ -41,6 +41,12 @@ class ImagesMixin:
         data = self._send("POST", "/v1/images", body={"instance": instance, "name": name})
         return self._parse(ImageOut, data)
 
+    def rebuild_image(self, ref: str, node: str | None = None) -> ImageOut:
+        """Retry an image's failed builds (on one node, or wherever it failed)."""
+        data = self._send("POST", f"/v1/images/{_seg(ref)}/rebuild",
+                          params={"node": node} if node else None, safe_to_resend=True)
+        return self._parse(ImageOut, data)
+
     def delete_image(self, ref: str) -> ImageOut:
         data = self._send("DELETE", f"/v1/images/{_seg(ref)}", safe_to_resend=True)
         return self._parse(ImageOut, data)

@@ -101,6 +101,13 @@ def start_build(engine: Engine, node_id: str, recipe: Recipe, rebuild: bool = Fa
         )
 
 
+def clear_failure(engine: Engine, node_id: str, key: str) -> None:
+    """Forget a failed build's result, so that the next builder starts afresh."""
+    where = build_dir(engine, node_id, key)
+    if not _locked(where):
+        (where / "failed").unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class BuildStatus:
     state: BuildState

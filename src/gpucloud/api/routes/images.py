@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from gpucloud.api.deps import PlatformDep, PrincipalDep
 from gpucloud.controllers.images import catalogue
 from gpucloud.core.errors import Conflict, NotFound
-from gpucloud.core.images import DEFAULT_BASE, Preset
+from gpucloud.core.images import DEFAULT_BASE, BuildState, Preset
 from gpucloud.core.tenancy import Principal, Role
 from gpucloud.engines import images as host
 from gpucloud.engines import instance_host
@@ -101,6 +101,36 @@ def _base_of(session: Session, who: Principal, presets: dict[str, Preset],
         raise Conflict(f"the instance's image {source!r} no longer exists; it cannot be "
                        "saved") from err
     return resolved.preset.name, resolved.private
+
+
+@router.post("/{ref}/rebuild", response_model=ImageOut,
+             responses={409: {"description": "no failed build to retry"}})
+def rebuild_image(ref: str, platform: PlatformDep, who: PrincipalDep,
+                  node: str | None = None) -> ImageOut:
+    """Build a FAILED image again (on ``node``, or every node where it failed), once its cause
+    is fixed: presets by operators, private images by their tenant. A READY venv is never
+    rebuilt under the jobs using it."""
+    engine = platform.ctx.engine
+    presets = catalogue(engine)
+    now = platform.ctx.clock.now()
+    with platform.ctx.db.write() as session:
+        private = store.get_private(session, who, ref)
+        if private is None and ref not in presets:
+            raise NotFound("image", ref)
+        if private is None:
+            who.require_operator("rebuilding a catalogue image")
+        who.require(Role.MEMBER, "rebuilding images")
+        rows = [b for b in store.builds_of(session, private.id if private else ref)
+                if b.state is BuildState.FAILED and node in (None, b.node_id)]
+        if not rows:
+            where = f" on node {node}" if node else ""
+            raise Conflict(f"image {ref} has no failed build{where} to retry")
+        for row in rows:
+            host.clear_failure(engine, row.node_id, row.recipe_key)  # the builder starts anew
+            store.set_build_state(session, row, BuildState.BUILDING, now,
+                                  f"rebuild requested by {who.user_name}")
+    platform.wake()
+    return get_image(ref, platform, who)
 
 
 @router.delete("/{ref}", response_model=ImageOut)

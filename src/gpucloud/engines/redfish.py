@@ -109,9 +109,11 @@ class Bmc:
         base = f"{parts.scheme}://{parts.netloc}/redfish/v1"
         credentials = (sushy_auth.BasicAuth(self.access.username, self.access.password)
                        if self.access.username else None)
+        # sushy reads 0 retries as "its default" (3 tries, 2 s apart, for a connection error):
+        # 1 is one try; a 5xx is tried once more after 1 s. The controller retries next pass.
         return sushy.Sushy(base, auth=credentials, verify=self.access.verify_tls,
-                           server_side_retries=0, connect_timeout=CONNECT_TIMEOUT_S,
-                           read_timeout=READ_TIMEOUT_S)
+                           server_side_retries=1, server_side_retries_delay=1,
+                           connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S)
 
     def _system(self) -> System:
         return self._call("read the system", self._find_system)

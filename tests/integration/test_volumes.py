@@ -4,6 +4,7 @@ detached, FULL when measured above the size, billing per GiB-second, tenancy."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from gpucloud.engines.discovery import local_nodes
 from gpucloud.engines.local import LocalEngine
 from gpucloud.engines.storage_dirs import storage_root, volume_dir
 from gpucloud.store.db import Database
-from gpucloud.store.models import Event, MeteredLease
+from gpucloud.store.models import Event, Job, MeteredLease
 from tests.billing_api import bearer, priced_api, run_for, tenant, wallet
 from tests.harness import Harness, make_harness
 from tests.servers import kill_job_processes
@@ -212,3 +213,37 @@ def test_another_tenant_gets_404_and_cannot_attach(h: Harness, api: TestClient) 
     assert api.get(f"/v1/volumes/{volume['id']}", headers=bearer(a)).json()["size_gib"] == 1
     with h.ctx.db.read() as session:
         assert session.scalars(select(Event).where(Event.object_id == volume["id"])).first()
+
+
+def test_an_instance_mounts_its_volumes_and_holds_them_until_deleted(
+        h: Harness, api: TestClient) -> None:
+    token = tenant(api, h, "lab", "1000")
+    body = {"gpus": 0, "cpus": 0.5, "memory": "256M", "name": "dev"}
+    missing = api.post("/v1/instances", headers=bearer(token),
+                       json={**body, "volumes": ["work:/mnt/work"]})
+    assert missing.status_code == 404 and "work" in missing.json()["detail"]
+    volume = create(api, token, "work", "1G")
+    made = api.post("/v1/instances", headers=bearer(token),
+                    json={**body, "volumes": ["work:/mnt/work"]})
+    assert made.status_code == 201, made.text
+
+    def running_job() -> str | None:
+        shown = api.get("/v1/instances/dev", headers=bearer(token)).json()
+        return shown["job_id"] if shown["state"] == "RUNNING" else None
+
+    job_id = until(h, running_job, "the instance runs")
+    with h.ctx.db.read() as session:
+        assert session.get_one(Job, job_id).spec["volumes"] == ["work:/mnt/work"]
+    engine_dir = h.ctx.engine.data_dir  # type: ignore[attr-defined]
+    link = engine_dir / "jobs" / job_id / "work" / "mnt" / "work"
+    assert link.resolve() == volume_dir(storage_root(h.ctx.engine), volume["id"]).resolve()
+    env = [json.loads(p.read_text())["env"] for p in engine_dir.glob("runs/*/spec.json")]
+    assert [e["GPUCLOUD_VOLUME_WORK"] for e in env] == [str(link.resolve())]
+    refused = api.delete("/v1/volumes/work", headers=bearer(token))
+    assert refused.status_code == 409 and "instance dev" in refused.json()["detail"]
+    api.post("/v1/instances/dev/stop", headers=bearer(token)).raise_for_status()
+    until(h, lambda: api.get("/v1/instances/dev", headers=bearer(token)).json()["state"]
+          == "STOPPED", "the instance stops")
+    assert api.delete("/v1/volumes/work", headers=bearer(token)).status_code == 409  # kept
+    api.delete("/v1/instances/dev", headers=bearer(token)).raise_for_status()
+    assert api.delete("/v1/volumes/work", headers=bearer(token)).status_code == 200

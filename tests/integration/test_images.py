@@ -118,6 +118,8 @@ def test_a_job_runs_in_its_image_venv_built_once_and_reused(h: Harness, data_dir
     held = until(h, lambda: (j := job(api, token, first["id"]))["state"] == "SCHEDULED" and j,
                  "the job placed")
     assert held["message"].startswith("preparing image cuda-base on node "), held
+    # A control-plane restart while it builds: the same build is found, none started again.
+    h = h.restart()
     done = finished(h, api, token, first["id"])
     assert done["state"] == "SUCCEEDED", done
     text = output(api, token, first["id"])
@@ -233,6 +235,22 @@ def test_image_save_makes_a_private_image_only_its_tenant_sees(h: Harness) -> No
         "command": ["true"], "image": "mine", "cpus": 0.5, "memory": "256M"})
     assert refused.status_code == 404, refused.text
     assert "mine" in refused.json()["detail"]
+
+    # An instance in the private image has its packages, and a save of it keeps them.
+    create(api, token, name="dev2", gpus=1, image="mine")
+    in_state(h, api, token, "dev2", "RUNNING")
+    out, code = run_in_shell(api, token, "dev2", (
+        'D=$(python -c "import site; print(site.getusersitepackages())"); mkdir -p "$D"; '
+        'echo "MORE = 1" > "$D/morepkg.py"; python -c "import tinypkg; print(\'has\', '
+        'tinypkg.VALUE)"'))
+    assert code == 0 and "has 42" in out, out
+    layered = api.post("/v1/images", headers=bearer(token),
+                       json={"instance": "dev2", "name": "mine2"}).json()
+    assert (layered["base"], layered["packages"]) == ("cuda-base", ["tinypkg==1.0"])
+    both = submit(api, token, "mine2", 'python -c "import tinypkg, morepkg; print(\'both\', '
+                                       'tinypkg.VALUE + morepkg.MORE)"')
+    assert finished(h, api, token, both["id"])["state"] == "SUCCEEDED"
+    assert "both 43" in output(api, token, both["id"])
 
     assert api.delete("/v1/images/mine", headers=bearer(token)).status_code == 200
     assert api.get("/v1/images/mine", headers=bearer(token)).status_code == 404

@@ -4,13 +4,15 @@ writes down that it was done. A crash between the BMC call and the write repeats
 which is harmless (each is idempotent at the BMC: inserting the same image, powering on what
 is on). Any failure sends the server to maintenance with the reason.
 
-BMC calls are slow and may time out, so they run outside any database transaction, a few
-servers at a time, and at most every ``INTERVAL_S`` (the loop ticks faster)."""
+BMC calls are slow and may time out, so they run in the controller's own threads, outside any
+database transaction, one at a time per server, up to ``CONCURRENCY`` servers at once, started
+at most every ``INTERVAL_S`` (the loop ticks faster); a pass writes down the steps that have
+finished since the last."""
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -45,8 +47,17 @@ class BareMetalController:
         self.ctx = ctx
         self.interval_s = interval_s
         self._last: datetime | None = None
+        # BMC steps run here, never in the control loop's thread: a BMC that hangs delays its
+        # own server only. What is in flight is not state: a restart forgets it, and the next
+        # pass derives the same step again from the BMC and the row.
+        self._pool = ThreadPoolExecutor(CONCURRENCY, thread_name_prefix="bmc")
+        self._running: dict[str, tuple[store.Work, Future[tuple[Step, str | None]]]] = {}
 
     def reconcile_once(self) -> None:
+        for asset_id, (item, step) in list(self._running.items()):
+            if step.done():
+                del self._running[asset_id]
+                self._write(item, *step.result())
         now = self.ctx.clock.now()
         if self._last is not None and (now - self._last).total_seconds() < self.interval_s:
             return
@@ -57,12 +68,9 @@ class BareMetalController:
         if missing:
             with self.ctx.db.write() as session:
                 store.sync_servers(session, now)
-        if not todo:
-            return
-        with ThreadPoolExecutor(min(CONCURRENCY, len(todo))) as pool:
-            results = list(pool.map(self._step, todo))
-        for item, (step, outcome) in zip(todo, results, strict=True):
-            self._write(item, step, outcome)
+        for item in todo:
+            if item.asset_id not in self._running:
+                self._running[item.asset_id] = (item, self._pool.submit(self._step, item))
 
     def _step(self, item: store.Work) -> tuple[Step, str | None]:
         """One step at the BMC; returns it and, on failure, why (never raises)."""

@@ -139,6 +139,7 @@ class BareMetalServerOut(Wire):
     tenant_id: str | None = None
     lease_id: str | None = None
     state_since: datetime | None = None
+    wipe_started_at: datetime | None = None  # cleaning: the wipe image was seen running
 
 
 class MaintenanceIn(Wire):

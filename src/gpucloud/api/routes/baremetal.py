@@ -72,7 +72,7 @@ def server_out(a: Asset, s: BareMetalServer, version: PriceVersion | None,
     extra: dict[str, Any] = {}
     if operator:
         extra = {"reason": s.reason, "tenant_id": s.tenant_id, "lease_id": s.lease_id,
-                 "state_since": s.state_since}
+                 "state_since": s.state_since, "wipe_started_at": s.wipe_started_at}
     return BareMetalServerOut(
         name=a.name, model=a.model, vendor=a.vendor,
         accelerators=f"{a.accelerator_count}x{a.accelerator_model}" if a.accelerator_count

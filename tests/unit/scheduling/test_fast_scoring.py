@@ -185,3 +185,23 @@ def test_a_growth_on_a_score_bound_scores_the_same_both_ways() -> None:
     plan = Plan.build(tables, keys, scorer.centre, scorer.strand)
     score, _ = scorer.score_block(state, np.arange(len(state)), keys)
     assert column(tables, state, 0, plan).tolist() == score[0].tolist() == [50.0]
+
+
+def test_a_row_masked_by_memory_opens_when_less_memory_is_asked() -> None:
+    """A row holds -inf where a node has less free memory than any shape of its key asked so
+    far; a later, smaller ask of the same key must still see those nodes."""
+    nodes = [Node(f"n{i}", 64_000, memory, tuple(Device(j, "G2") for j in range(gpus)))
+             for i, (memory, gpus) in enumerate(((8_192, 4), (65_536, 1), (16_384, 4)))]
+    asked = [Shape(1000, 32_768, 1, MILLI), Shape(1000, 4_096, 1, MILLI),
+             Shape(1000, 12_000, 1, MILLI), Shape(1000, 3_000, 1, MILLI)]
+    got = []
+    for after in (None, 0):
+        state = ClusterState(nodes)
+        placer = Placer(state, FragAwareScorer(typical(asked)), matrix_after=after)
+        placed = []
+        for k, s in enumerate(asked):
+            p = placer.place(Workload(f"w{k}", s.cpu_milli, s.memory_mib, 1, MILLI))
+            placed.append(None if p is None else p.node)
+        got.append(placed)
+    assert got[0] == got[1]
+    assert None not in got[1] and got[1][0] == "n1" and got[1][2] == "n2"

@@ -224,3 +224,24 @@ def test_drain_waits_for_the_router_then_for_requests_or_a_timeout() -> None:
     assert drained(0, 1.5, settle_s=1, timeout_s=30)
     assert not drained(2, 10, settle_s=1, timeout_s=30)
     assert drained(2, 31, settle_s=1, timeout_s=30)
+
+
+states = st.sampled_from([READY, STARTING, UNREADY])
+replica_sets = st.lists(st.tuples(st.integers(1, 2), states), max_size=8)
+
+
+@given(desired=st.integers(0, 6), replicas=replica_sets)
+def test_a_plan_never_drains_ready_replicas_below_what_is_needed(
+        desired: int, replicas: list[tuple[int, ReplicaState]]) -> None:
+    """Whatever the mix of versions and states: the READY replicas left after the drains are
+    at least min(desired, READY now), and nothing is started beyond one surge replica."""
+    views = [r(f"x{i}", gen, state) for i, (gen, state) in enumerate(replicas)]
+    step = plan(desired, 2, views)
+    assert len(set(step.drain)) == len(step.drain)
+    ready_now = sum(1 for v in views if v.state is READY)
+    ready_left = sum(1 for v in views if v.state is READY and v.id not in step.drain)
+    assert ready_left >= min(desired, ready_now)
+    live_after = len(views) - len(step.drain) + step.start
+    assert live_after <= max(desired + 1, len(views) - len(step.drain))
+    if desired == 0:
+        assert step.start == 0 and len(step.drain) == len(views)

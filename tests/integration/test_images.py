@@ -121,7 +121,7 @@ def test_a_job_runs_in_its_image_venv_built_once_and_reused(h: Harness, data_dir
     # A control-plane restart while it builds: the same build is found, none started again.
     h = h.restart()
     done = finished(h, api, token, first["id"])
-    assert done["state"] == "SUCCEEDED", done
+    assert (done["state"], done["image"]) == ("SUCCEEDED", "cuda-base"), done
     text = output(api, token, first["id"])
     venv = text.split("venv=")[1].split()[0]
     assert f"prefix={venv}" in text and "image=cuda-base" in text

@@ -61,6 +61,7 @@ def job_out(job: Job, allocations: Sequence[Allocation] = ()) -> JobOut:
         node_id=allocations[0].node_id if allocations else None,
         node_ids=[a.node_id for a in allocations],
         devices=[d for a in allocations for d in a.device_ids],
+        image=spec.get("image"),
         created_at=job.created_at,
         started_at=job.started_at,
         ended_at=job.ended_at,

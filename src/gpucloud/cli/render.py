@@ -100,6 +100,8 @@ def print_job(job: JobOut, events: Sequence[EventOut]) -> None:
     if job.max_duration_s:
         console.print(_field("max time", duration(job.max_duration_s)))
     console.print(_field("command", shlex.join(job.command)))
+    if job.image:
+        console.print(_field("image", job.image))
     if job.env:
         console.print(_field("env", " ".join(f"{k}={v}" for k, v in sorted(job.env.items()))))
     console.print(_field("placement", placement(job)))

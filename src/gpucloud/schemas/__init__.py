@@ -51,6 +51,7 @@ class JobOut(Wire):
     node_id: str | None = None  # rank 0's node while the job holds one
     node_ids: list[str] = Field(default_factory=list)  # every node it holds, in rank order
     devices: list[str] = Field(default_factory=list)  # device ids while the job holds them
+    image: str | None = None  # the environment it runs in (docs/images.md)
     created_at: datetime
     started_at: datetime | None
     ended_at: datetime | None

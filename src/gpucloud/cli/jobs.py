@@ -101,6 +101,10 @@ def run(
     env: Annotated[
         list[str] | None, typer.Option("--env", "-e", help="NAME=VALUE; repeatable.")
     ] = None,
+    volume: Annotated[list[str] | None, typer.Option(
+        "--volume", help="NAME:/path[:ro], repeatable: gpucloud volume list.")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(
+        "--dataset", help="name[:version] read-only, repeatable: gpucloud dataset list.")] = None,
     task_file: Annotated[
         Path | None, typer.Option("--file", "-f", help="A YAML task file; flags override it.")
     ] = None,
@@ -128,6 +132,8 @@ def run(
         "max_duration": max_duration,
         "priority": priority,
         "image": image,
+        "volumes": volume or None,
+        "datasets": dataset or None,
     }
     spec = build_spec(task_file, flags, env or [], command or [])  # validated before sending
     if dry_run:

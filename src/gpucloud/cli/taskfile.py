@@ -39,6 +39,8 @@ TASK_KEYS = (
     "priority",
     "env",
     "command",
+    "volumes",  # NAME:/path[:ro] (docs/storage.md)
+    "datasets",  # name[:version]
 )
 
 

@@ -15,12 +15,14 @@ from gpucloud.store.volumes import resolve_mounts
 
 
 def check_attachments(session: Session, tenant_id: str, spec: JobSpec,
-                      lock: bool = False) -> JobSpec:
+                      lock: bool = False, refuse_full: bool = True) -> JobSpec:
     """The spec with its datasets pinned; raises NotFound or Conflict. ``lock`` in the
-    transaction that writes the job (``store.volumes.resolve_mounts``)."""
+    transaction that writes the job (``store.volumes.resolve_mounts``). A full volume is
+    refused to what a user asks (``refuse_full``, before admission); the next run of an
+    instance that already holds it is not (its controller would fail every pass)."""
     if not spec.volumes and not spec.datasets:
         return spec
-    resolve_mounts(session, tenant_id, parse_mounts(spec.volumes), lock)
+    resolve_mounts(session, tenant_id, parse_mounts(spec.volumes), lock, refuse_full)
     found = resolve_refs(session, tenant_id, parse_dataset_refs(spec.datasets))
     pinned = [f"{d.name}:{short_version(v.content_hash)}" for d, v in found]
     return spec if pinned == spec.datasets else spec.model_copy(update={"datasets": pinned})

@@ -24,7 +24,8 @@ from gpucloud.store.transitions import record_event, transition
 def create_job(
     session: Session, ids: IdFactory, who: Principal, spec: JobSpec, now: datetime
 ) -> Job:
-    spec = check_attachments(session, who.tenant_id, spec, lock=True)  # volumes, datasets
+    # Volumes and datasets: the tenant's (a full volume is refused earlier, at admission).
+    spec = check_attachments(session, who.tenant_id, spec, lock=True, refuse_full=False)
     job = Job(
         id=ids.new("job", now),
         tenant_id=who.tenant_id,

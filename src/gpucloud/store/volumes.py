@@ -180,7 +180,8 @@ def _lock(session: Session, volume_id: str) -> None:
 
 
 def resolve_mounts(session: Session, tenant_id: str, mounts: Sequence[VolumeMount],
-                   lock: bool = False) -> list[tuple[VolumeMount, Volume]]:
+                   lock: bool = False, refuse_full: bool = True
+                   ) -> list[tuple[VolumeMount, Volume]]:
     """The tenant's living volume behind each mount; a missing one is a 404 naming it, a full
     one a 409 (no new attachments until it is grown or emptied). ``lock``: hold the rows
     (PostgreSQL) so that a concurrent delete waits for this transaction."""
@@ -191,7 +192,7 @@ def resolve_mounts(session: Session, tenant_id: str, mounts: Sequence[VolumeMoun
         volume = session.scalar(query.with_for_update() if lock else query)
         if volume is None:
             raise NotFound("volume", mount.name)
-        if volume.state is VolumeState.FULL:
+        if refuse_full and volume.state is VolumeState.FULL:
             used = (volume.used_bytes or 0) / 1024**3
             raise Conflict(f"volume {volume.name} is full ({used:.1f} GiB used of "
                            f"{volume.size_gib} GiB): grow it or free space before attaching it")

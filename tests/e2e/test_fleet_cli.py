@@ -125,9 +125,11 @@ def test_a_bare_metal_lease_from_the_cli_at_a_real_bmc(cloud: Cloud, tmp_path: P
     # then it is wiped: the wipe image boots; it would power the server off when done
     wait_for(lambda: bmc.power_on("bm-e2e") and bmc.media("bm-e2e").endswith("/wipe.iso"),
              "the wipe image to boot", timeout=60)
-    everything = cloud.json("baremetal", "list", "--all")
-    assert {s["name"]: s["state"] for s in everything}["bm-e2e"] == "cleaning"
-    time.sleep(2)  # the controller sees it on
+    def wiping() -> bool:
+        server = next(s for s in cloud.json("baremetal", "list", "--all") if s["name"] == "bm-e2e")
+        return bool(server["state"] == "cleaning" and server["wipe_started_at"])
+
+    wait_for(wiping, "the controller to see the wipe running", timeout=30)
     bmc.force_off("bm-e2e")
     wait_for(lambda: "bm-e2e" in cloud.ok("baremetal", "list"), "the server back", timeout=60)
     cloud.ok("fleet", "retire", "bm-e2e", "--reason", "e2e done")

@@ -4,8 +4,15 @@ it as an image, delete it."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pty
+import select
+import struct
 import subprocess
 import sys
+import termios
+import time
 from typing import Any
 
 import pytest
@@ -22,6 +29,38 @@ def shell(cloud: Cloud, name: str, script: str) -> subprocess.CompletedProcess[s
         input=script, env=cloud.env(), capture_output=True, text=True,
         timeout=CLI_TIMEOUT_S, check=False,
     )
+
+
+def shell_on_a_tty(cloud: Cloud, name: str, keys: bytes, rows: int, cols: int) -> tuple[
+        int, str]:
+    """``gpucloud instance shell NAME`` on a real terminal (a local pty of rows x cols), with
+    ``keys`` typed into it; its exit code and what the terminal showed."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gpucloud.cli.main", "instance", "shell", name],
+        stdin=slave, stdout=slave, stderr=slave, env=cloud.env(), start_new_session=True)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + CLI_TIMEOUT_S
+    typed = False
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the CLI exited and closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if not typed and (b"$ " in seen or b"# " in seen):  # the remote prompt
+                os.write(master, keys)
+                typed = True
+        elif process.poll() is not None:
+            break
+    os.close(master)
+    return process.wait(timeout=10), seen.decode(errors="replace")
 
 
 def state_of(cloud: Cloud, name: str, *states: str) -> dict[str, Any]:
@@ -50,6 +89,12 @@ def test_an_instance_through_the_cli(cloud: Cloud) -> None:
     python = shell(cloud, "box", 'python -c "import sys; print(\'prefix\', sys.prefix)"\n')
     assert python.returncode == 0, python.stderr
     assert f"prefix {cloud.data_dir}/images/nodes/" in python.stdout
+
+    # On a terminal: raw mode (keys as typed, \r for Enter), the window size forwarded.
+    code, screen = shell_on_a_tty(cloud, "box", b"stty size; echo tty-$((6*7))\rexit 4\r",
+                                  rows=33, cols=101)
+    assert code == 4, screen
+    assert "33 101" in screen and "tty-42" in screen, screen
 
     assert "stopping" in cloud.ok("instance", "stop", "box")
     stopped = state_of(cloud, "box", "STOPPED")

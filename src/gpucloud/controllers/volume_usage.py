@@ -1,9 +1,9 @@
 """Keeps the storage directories in line with the database, and volumes within their size.
 
-Each pass: the directory of a deleted volume is removed; node-cache copies and dataset files
-whose rows are gone (evicted, removed) are removed. Every ``interval_s``: each living volume's
-use is measured (a ``du``-like walk) and a volume above its size becomes FULL (an event; it
-takes no new attachment), one back within it AVAILABLE again. A plain file system has no
+Each pass: the directory of a deleted volume is removed. Every ``interval_s``: node-cache
+copies and dataset files whose rows are gone (evicted, removed) are removed, and each living
+volume's use is measured (a ``du``-like walk); a volume above its size becomes FULL (an event;
+it takes no new attachment), one back within it AVAILABLE again. A plain file system has no
 quota per directory, so writes by jobs already running are not stopped: what is enforced is
 said in docs/storage.md. Level-triggered: a restart at any line converges.
 """
@@ -43,11 +43,11 @@ class VolumeUsageController:
 
     def reconcile_once(self) -> None:
         root = storage_root(self.ctx.engine)
-        self._remove_deleted(root)
-        self._collect_garbage(root)
+        self._remove_deleted(root)  # one small query when there is nothing to do
         now = self.ctx.clock.now()
         last = self._measured_at
         if last is None or (now - last).total_seconds() >= self.interval_s:
+            self._collect_garbage(root)
             self.measure(root)
             self._measured_at = now
 

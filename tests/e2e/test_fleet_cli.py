@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -117,7 +116,6 @@ def test_a_bare_metal_lease_from_the_cli_at_a_real_bmc(cloud: Cloud, tmp_path: P
     assert "power" in cloud.ok("baremetal", "show", lease["id"])
     cloud.ok("baremetal", "power", "off", lease["id"])
     wait_for(lambda: not bmc.power_on("bm-e2e"), "the BMC to power it off", timeout=30)
-    time.sleep(1)
     released = cloud.json("baremetal", "release", lease["id"])
     assert released["state"] == "ended"
     leases = cloud.ok("baremetal", "leases", "--ended")

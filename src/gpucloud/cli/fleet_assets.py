@@ -32,7 +32,7 @@ def _problems(source: str, message: str) -> CliError:
     head, _, rest = message.partition("\n")
     for line in rest.splitlines():
         err_console.print(f"  {source}: {line}", markup=False)
-    return CliError(f"{source}: {head}", 2)
+    return CliError(f"{source}: {head.rstrip(':')} (each shown above with its line)", 2)
 
 
 @fleet_app.command("import")

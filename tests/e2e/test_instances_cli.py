@@ -118,6 +118,8 @@ def test_an_instance_through_the_cli(cloud: Cloud) -> None:
                          for i in cloud.json("instance", "list", "--deleted")),
              "instance box DELETED", timeout=90)
     assert all(i["name"] != "box" for i in cloud.json("instance", "list"))
+    late = cloud.cli("image", "save", created["id"], "too-late")
+    assert late.returncode == 1 and "is deleted" in late.stderr, late.stderr
     cloud.ok("image", "delete", "box-env")
 
     missing = shell(cloud, "no-such-box", "echo hi\n")

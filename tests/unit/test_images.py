@@ -129,3 +129,15 @@ def test_the_build_files_say_the_state(tmp_path: Path) -> None:
     assert host.build_status(engine, node, "k-1").state is BuildState.READY
     with pytest.raises(EngineError, match="invalid path component"):
         host.build_dir(engine, "../x", "k-1")
+
+
+def test_a_broken_operator_catalogue_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    engine = LocalEngine(tmp_path, local_nodes("1xH100")[0])
+    assert host.operator_presets(engine) == ()  # no file: the built-ins only
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "catalogue.json").write_text('[{"name": "ok"}, {"title": 1}]')
+    with pytest.raises(host.CatalogueUnreadable, match=r"catalogue\.json is broken.*entry 2"):
+        host.operator_presets(engine)
+    (tmp_path / "images" / "catalogue.json").write_text("[{")
+    with pytest.raises(host.CatalogueUnreadable, match="broken"):
+        host.operator_presets(engine)

@@ -60,6 +60,8 @@ def _gate(session: Session, engine: Engine, job: Job, node_ids: Sequence[str]) -
         recipe = job_recipe(session, engine, job)
         if recipe is not None:
             host.images_root(engine)
+    except host.CatalogueUnreadable as err:  # an operator's typo: wait for the fix
+        return Gate(False, message=str(err))
     except (NotFound, InvalidRequest, EngineError) as err:
         return Gate(False, fail=True, message=f"image {job.spec.get('image')}: {err}")
     if recipe is None:
@@ -103,9 +105,12 @@ class ImageController:
 
     def reconcile_once(self) -> None:
         jobs = self._placed_with_image()
-        if jobs:
-            self._request(jobs)
-        self._sync()
+        try:
+            if jobs:
+                self._request(jobs)
+            self._sync()
+        except host.CatalogueUnreadable as err:
+            log.warning("%s; image builds wait until it is fixed", err)
         for job_id in jobs:
             try:
                 self._hold_or_fail(job_id)

@@ -44,18 +44,21 @@ def images_root(engine: Engine) -> Path:
     raise EngineError(f"images are not available on the {engine.name} engine")
 
 
+class CatalogueUnreadable(EngineError):
+    """The operator's catalogue file is broken: an operator fixes it; jobs wait meanwhile."""
+
+
 def operator_presets(engine: Engine) -> tuple[Preset, ...]:
     try:
         path = images_root(engine) / "catalogue.json"
     except EngineError:
         return ()  # an engine without an image store: the built-in presets only
     try:
-        raw = json.loads(path.read_text())
+        return parse_presets(json.loads(path.read_text()))
     except FileNotFoundError:
         return ()
-    except (OSError, ValueError) as err:
-        raise InvalidRequest(f"{path}: not a readable JSON catalogue: {err}") from err
-    return parse_presets(raw)
+    except (OSError, ValueError, InvalidRequest) as err:
+        raise CatalogueUnreadable(f"the image catalogue {path} is broken: {err}") from err
 
 
 def _safe(part: str) -> str:

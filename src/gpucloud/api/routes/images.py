@@ -10,6 +10,7 @@ from gpucloud.api.deps import PlatformDep, PrincipalDep
 from gpucloud.controllers.images import catalogue
 from gpucloud.core.errors import Conflict, NotFound
 from gpucloud.core.images import DEFAULT_BASE, BuildState, Preset
+from gpucloud.core.instances import Desired, InstanceState
 from gpucloud.core.tenancy import Principal, Role
 from gpucloud.engines import images as host
 from gpucloud.engines import instance_host
@@ -71,6 +72,9 @@ def save_image(body: ImageSave, platform: PlatformDep, who: PrincipalDep) -> Ima
     with platform.ctx.db.read() as session:
         instance = instance_store.get_instance(session, who, body.instance)
         who.require(Role.MEMBER, "saving images")
+        if instance.state is InstanceState.DELETED or instance.desired is Desired.DELETED:
+            raise Conflict(f"instance {instance.name} is deleted: its disk is gone, there is "
+                           "nothing to save")
         store.check_can_save(session, who, presets, body.name)
         source = instance_store.spec_of(instance).image
         base, parent = _base_of(session, who, presets, source)

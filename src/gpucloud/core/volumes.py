@@ -77,6 +77,12 @@ def parse_mounts(texts: Iterable[str]) -> list[VolumeMount]:
             raise InvalidRequest(
                 f"each {label} may be mounted once; repeated: {', '.join(repeated)}"
             )
+    # Nested paths would put one volume's link inside the other volume's data.
+    for outer in paths:
+        for inner in paths:
+            if inner != outer and inner.startswith(outer.rstrip("/") + "/"):
+                raise InvalidRequest(f"volume mounts {outer} and {inner} are nested; mount "
+                                     "them side by side")
     return mounts
 
 

@@ -26,6 +26,7 @@ from gpucloud.core.volumes import (
     check_quota,
     check_volume_transition,
     link_path,
+    parse_mounts,
     parse_size_gib,
     usage_state,
 )
@@ -59,6 +60,9 @@ def test_full_means_above_the_size_and_states_follow_their_table() -> None:
     with pytest.raises(IllegalTransition):
         check_volume_transition("v", VolumeState.DELETED, VolumeState.AVAILABLE)
     assert str(link_path("/mnt/data")) == "mnt/data"
+    with pytest.raises(InvalidRequest, match="nested"):
+        parse_mounts(["a:/data", "b:/data/sub"])
+    assert len(parse_mounts(["a:/data", "b:/data2"])) == 2
 
 
 def test_dataset_references_and_their_environment_variable() -> None:

@@ -226,6 +226,9 @@ def test_a_failed_step_goes_to_maintenance_and_the_password_is_never_shown(
         messages = " ".join(f"{e.message} {e.reason}" for e in session.scalars(select(Event)))
     assert failed.outcome == "failed" and "refused the login" in failed.detail
     asset = api.get("/v1/assets/gpu-b01", headers=bearer(h.admin_token)).text
+    metrics = api.get("/metrics", headers=bearer(h.admin_token)).text  # Prometheus' text format
+    assert 'gpucloud_baremetal_servers{state="maintenance"} 2.0' in metrics
+    assert 'gpucloud_baremetal_servers{state="available"} 0.0' in metrics
     for text in (caplog.text, messages, asset, str(shown)):
         assert PASSWORD not in text
 

@@ -27,12 +27,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gpucloud.billing.ledger import AccountKind
+from gpucloud.core.baremetal import BareMetalState
 from gpucloud.core.faults import SignalKind
 from gpucloud.core.states import TERMINAL, JobState, Reason
 from gpucloud.metrics.gpu import GpuSample, NvmlReader, simulated_sample
 from gpucloud.store.db import Database
 from gpucloud.store.models import Allocation, Device, DeviceClaim, Event, Fault, Job, LedgerAccount
 from gpucloud.store.models import Node as NodeRow
+from gpucloud.store.models_fleet import BareMetalServer
 
 # dcgm-exporter's labels, so that its dashboards work unchanged, then gpucloud's own.
 GPU_LABELS = ("gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname",
@@ -171,6 +173,12 @@ class FleetCollector(Collector):
         for condition in ("healthy", "unhealthy", "quarantined"):
             nodes.add_metric([condition], tally[condition])
         yield nodes
+        servers = GaugeMetricFamily("gpucloud_baremetal_servers", "Bare-metal servers by "
+                                    "lifecycle state.", labels=["state"])
+        held = Counter(session.scalars(select(BareMetalServer.state)))
+        for state in BareMetalState:
+            servers.add_metric([state.value], held[state])
+        yield servers
         revenue = CounterMetricFamily("gpucloud_revenue_minor", "Money earned, in minor units "
                                       "of the currency (cents), since the platform began.",
                                       labels=["currency"])

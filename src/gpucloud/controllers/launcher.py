@@ -8,6 +8,7 @@ it twice. Engine calls happen outside database transactions.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,13 +28,17 @@ from gpucloud.core.states import JobState, Reason
 from gpucloud.engines.base import EngineRef, LaunchSpec, NodeReport, RunStatus
 from gpucloud.store.health import record_exit_hint
 from gpucloud.store.inventory import sync_nodes
-from gpucloud.store.jobs import active_allocations
-from gpucloud.store.models import Allocation, Job
+from gpucloud.store.jobs import active_allocations_of
+from gpucloud.store.models import Allocation, Job, Node
 from gpucloud.store.restarts import credit_fault, requeue_after_fault
 from gpucloud.store.transitions import transition
 
 log = logging.getLogger("gpucloud.launcher")
 LAUNCH_BATCH = 64  # jobs launched per transaction pair
+# Runs whose observed change is applied per savepoint and flush. Small enough that the rows a
+# batch holds in the session stay few (releasing a job's allocations matches them in Python
+# against every allocation the session holds).
+APPLY_BATCH = 32
 HINT_TAIL_BYTES = 8192  # how much of a failed job's output is searched for GPU errors
 
 
@@ -79,18 +84,23 @@ class LauncherController:
         outcomes = list(self._pool().map(self._engine_launch, specs))
         now = self.ctx.clock.now()
         with self.ctx.db.write() as session:
+            jobs, held = _load_jobs(session, [spec.job_id for spec in specs])
             for spec, outcome in zip(specs, outcomes, strict=True):
-                self._record(session, spec, outcome, now)
+                self._record(session, jobs.get(spec.job_id), held.get(spec.job_id, []), spec,
+                             outcome, now)
 
     def _prepare(self, job_ids: list[str]) -> list[LaunchSpec]:
         """Write ``launch_attempted_at`` before the engine is called (a restart then knows the
-        job may be running, and the idempotent launch finds it), and build the specs."""
+        job may be running, and the idempotent launch finds it), and build the specs. The batch's
+        rows are read with a few queries up front, not a few per job."""
         now = self.ctx.clock.now()
         specs = []
         with self.ctx.db.write() as session:
+            jobs, held = _load_jobs(session, job_ids)
+            _nodes = _load_placement(session, held)  # kept: the session holds rows weakly
             for job_id in job_ids:
-                job = session.get(Job, job_id)
-                allocations = active_allocations(session, job_id)
+                job = jobs.get(job_id)
+                allocations = held.get(job_id, [])
                 if job is None or job.state != JobState.SCHEDULED or not allocations:
                     continue
                 attempted = any(a.launch_attempted_at is not None for a in allocations)
@@ -112,18 +122,16 @@ class LauncherController:
         except (EngineError, EngineUnavailable) as err:
             return err
 
-    def _record(self, session: Session, spec: LaunchSpec, outcome: EngineRef | GpucloudError,
-                now: datetime) -> None:
+    def _record(self, session: Session, job: Job | None, allocations: list[Allocation],
+                spec: LaunchSpec, outcome: EngineRef | GpucloudError, now: datetime) -> None:
         if isinstance(outcome, EngineUnavailable):  # transient: the next pass launches again
             log.warning("job %s: the engine is unavailable, will retry: %s", spec.job_id, outcome)
             return
-        job = session.get(Job, spec.job_id)
         if job is None or job.state != JobState.SCHEDULED:
             return  # cancelled meanwhile: the next look at the run stops it
         if isinstance(outcome, GpucloudError):
             transition(session, job, JobState.FAILED, Reason.LAUNCH_FAILED, now, str(outcome))
             return
-        allocations = active_allocations(session, spec.job_id)
         if {a.id for a in allocations} != {r.allocation_id for r in spec.replicas}:
             return
         for allocation in allocations:
@@ -194,22 +202,12 @@ class LauncherController:
 
     def _reconcile_runs(self, acting: list[tuple[_Launched, RunStatus]],
                         nodes: list[NodeReport] | None = None) -> None:
-        """Apply the decisions in one transaction, each in its own savepoint (a job that
-        changed under us is retried next pass without undoing the others)."""
+        """Apply the decisions in one transaction; signals go out after it commits."""
         now = self.ctx.clock.now()
-        done: list[tuple[_Launched, Decision, str]] = []
         with self.ctx.db.write() as session:
             if nodes is not None:
                 sync_nodes(session, self.ctx.engine.name, nodes, now)
-            for item, run in acting:
-                try:
-                    with session.begin_nested():
-                        applied = self._reconcile_run(session, item, run, now)
-                except StaleDataError:
-                    log.info("job %s changed while observing; retrying next pass", item.job_id)
-                    continue
-                if applied is not None:
-                    done.append((item, *applied))
+            done = self._apply_all(session, acting, now)
         # Signals go out after the commit: the intent is durable before the act.
         for item, decision, node_id in done:
             if decision.request_stop is not None:
@@ -221,6 +219,40 @@ class LauncherController:
                     decision.restart):
                 self._hint(item, node_id)
 
+    def _apply_all(self, session: Session, acting: list[tuple[_Launched, RunStatus]],
+                   now: datetime) -> list[tuple[_Launched, Decision, str]]:
+        done: list[tuple[_Launched, Decision, str]] = []
+        for first in range(0, len(acting), APPLY_BATCH):
+            done += self._apply_batch(session, acting[first:first + APPLY_BATCH], now)
+        return done
+
+    def _apply_batch(self, session: Session, acting: list[tuple[_Launched, RunStatus]],
+                     now: datetime) -> list[tuple[_Launched, Decision, str]]:
+        """A batch of runs in one savepoint, its rows read up front and written in one flush.
+        If a job changed under us, that savepoint is undone and each run gets its own, so that
+        only the changed job waits for the next pass."""
+        try:
+            with session.begin_nested():
+                _jobs, _allocations = _load_runs(session, [item for item, _ in acting])
+                done = [(item, *applied) for item, run in acting
+                        if (applied := self._reconcile_run(session, item, run, now)) is not None]
+                session.flush()
+            return done
+        except StaleDataError:
+            log.info("a job changed while observing; applying its batch one run at a time")
+        done = []
+        for item, run in acting:
+            try:
+                with session.begin_nested():
+                    applied = self._reconcile_run(session, item, run, now)
+                    session.flush()  # inside the savepoint: a stale row fails here, alone
+            except StaleDataError:
+                log.info("job %s changed while observing; retrying next pass", item.job_id)
+                continue
+            if applied is not None:
+                done.append((item, *applied))
+        return done
+
     def _reconcile_run(self, session: Session, item: _Launched, run: RunStatus,
                        now: datetime) -> tuple[Decision, str] | None:
         job = session.get(Job, item.job_id)
@@ -230,7 +262,6 @@ class LauncherController:
         held = [a for a in allocations if a is not None]
         decision = self._decide(job, held[0], run, now)  # again: the row may have moved
         self._apply(session, job, held, decision, run)
-        session.flush()  # inside the savepoint: a stale row fails here, alone
         return decision, held[0].node_id
 
     def _hint(self, item: _Launched, node_id: str) -> None:
@@ -293,6 +324,47 @@ class LauncherController:
                 finish.message,
                 exit_code=finish.exit_code,
             )
+
+
+IN_CHUNK = 500  # ids per IN (...) list: far below any database's limit on parameters
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    for first in range(0, len(ids), IN_CHUNK):
+        yield ids[first:first + IN_CHUNK]
+
+
+def _load_jobs(session: Session, job_ids: Sequence[str]
+               ) -> tuple[dict[str, Job], dict[str, list[Allocation]]]:
+    """A batch's jobs and their active allocations (rank order), two queries per chunk."""
+    jobs: dict[str, Job] = {}
+    held: dict[str, list[Allocation]] = {}
+    for chunk in _chunks(job_ids):
+        jobs.update((job.id, job) for job in session.scalars(select(Job).where(Job.id.in_(chunk))))
+        held.update(active_allocations_of(session, chunk))
+    return jobs, held
+
+
+def _load_placement(session: Session, held: dict[str, list[Allocation]]) -> list[Node]:
+    """The nodes of the allocations, with their devices, into the session: building the launch
+    specs then finds them there instead of reading one row at a time. The caller keeps the list
+    (the session holds its rows weakly)."""
+    node_ids = sorted({a.node_id for allocations in held.values() for a in allocations})
+    return [node for chunk in _chunks(node_ids)
+            for node in session.scalars(select(Node).where(Node.id.in_(chunk)))]
+
+
+def _load_runs(session: Session, items: Sequence[_Launched]
+               ) -> tuple[list[Job], list[Allocation]]:
+    """The jobs and allocations of the runs being reconciled, into the session (kept by the
+    caller, as above)."""
+    job_ids = [item.job_id for item in items]
+    allocation_ids = [a for item in items for a in item.allocation_ids]
+    jobs = [job for chunk in _chunks(job_ids)
+            for job in session.scalars(select(Job).where(Job.id.in_(chunk)))]
+    allocations = [a for chunk in _chunks(allocation_ids)
+                   for a in session.scalars(select(Allocation).where(Allocation.id.in_(chunk)))]
+    return jobs, allocations
 
 
 def _ended_at(run: RunStatus, allocation: Allocation, now: datetime) -> datetime:

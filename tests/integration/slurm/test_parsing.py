@@ -12,7 +12,7 @@ from gpucloud.core.errors import EngineError
 from gpucloud.core.runs import RunPhase
 from gpucloud.engines.base import LaunchSpec, ReplicaSpec
 from gpucloud.engines.slurm.cli import parse_squeue_text, sbatch_args
-from gpucloud.engines.slurm.engine import snapshot_of
+from gpucloud.engines.slurm.engine import Snapshot
 from gpucloud.engines.slurm.hostlist import expand
 from gpucloud.engines.slurm.parse import (
     exit_code_of,
@@ -184,10 +184,24 @@ def test_later_releases_exit_code_object_is_read_too() -> None:
 
 
 def test_a_snapshot_finds_gpuclouds_jobs_by_launch_id() -> None:
-    snap = snapshot_of([job(), job(job_id=10, name="other"),
-                        job(job_id=8, name="gpucloud-alc_1", job_state="CANCELLED")], 0.0)
-    assert snap.by_launch["alc_1"].job_id == 9  # the live one wins over an ended duplicate
-    assert set(snap.by_id) == {8, 9, 10} and "other" not in snap.by_launch
+    snap = Snapshot([job(), job(job_id=10, name="other"),
+                     job(job_id=8, name="gpucloud-alc_1", job_state="CANCELLED"),
+                     job(job_id=11, name="gpucloud-alc_2", job_state="COMPLETED")], 0.0)
+    found = snap.of_launch("alc_1")
+    assert found is not None and found.job_id == 9  # the live one wins over an ended duplicate
+    assert [snap.job(i).job_id for i in (8, 9, 10)] == [8, 9, 10]  # type: ignore[union-attr]
+    assert snap.job(12) is None and snap.of_launch("other") is None
+    assert snap.launches() == ["alc_1", "alc_2"]
+
+
+def test_a_snapshot_parses_only_the_jobs_looked_up() -> None:
+    """Slurm holds every user's jobs for MinJobAge: a listing of thousands is parsed lazily."""
+    unparsable = job(job_id=12, name="someone-else", exit_code={"signal": 5})
+    with pytest.raises(AttributeError):
+        parse_job(unparsable)
+    snap = Snapshot([job(), unparsable], 0.0)
+    found = snap.of_launch("alc_1")
+    assert found is not None and found.job_id == 9  # the other job was never parsed
 
 
 # -- status ------------------------------------------------------------------------------------

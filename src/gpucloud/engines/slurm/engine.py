@@ -16,7 +16,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,26 +51,44 @@ DRILL_REASON = "gpucloud drill: heartbeat loss"
 _FINAL_MEMO = 20_000  # ended runs remembered in memory (their status never changes)
 
 
-@dataclass(frozen=True)
 class Snapshot:
-    taken_at: float
-    by_id: Mapping[int, SlurmJob]
-    by_launch: Mapping[str, SlurmJob]  # gpucloud's jobs, by the launch id in their name
+    """One job listing. Slurm holds every job for ``MinJobAge`` (other users' too), far more
+    than a status poll asks about: a job is parsed when it is looked up, not when listed."""
 
+    def __init__(self, raw_jobs: Sequence[Mapping[str, object]], taken_at: float) -> None:
+        self.taken_at = taken_at
+        self._raw: dict[int, Mapping[str, object]] = {}
+        self._launches: dict[str, list[int]] = {}  # gpucloud's jobs, by the launch in their name
+        self._parsed: dict[int, SlurmJob] = {}
+        for raw in raw_jobs:
+            try:
+                job_id = int(str(raw["job_id"]))
+            except (KeyError, ValueError):
+                parse_job(raw)  # raises the parser's own error for a job without an id
+                continue
+            self._raw[job_id] = raw
+            launch = launch_of(str(raw.get("name") or ""))
+            if launch is not None:
+                self._launches.setdefault(launch, []).append(job_id)
 
-def snapshot_of(raw_jobs: Sequence[Mapping[str, object]], taken_at: float) -> Snapshot:
-    by_id: dict[int, SlurmJob] = {}
-    by_launch: dict[str, SlurmJob] = {}
-    for raw in raw_jobs:
-        job = parse_job(raw)
-        by_id[job.job_id] = job
-        launch = launch_of(job.name)
-        if launch is not None:
-            known = by_launch.get(launch)
-            # Two jobs for one launch would be a bug; prefer one that is not over.
-            if known is None or (is_terminal(known) and not is_terminal(job)):
-                by_launch[launch] = job
-    return Snapshot(taken_at, by_id, by_launch)
+    def job(self, job_id: int) -> SlurmJob | None:
+        job = self._parsed.get(job_id)
+        if job is None and job_id in self._raw:
+            job = self._parsed[job_id] = parse_job(self._raw[job_id])
+        return job
+
+    def of_launch(self, launch: str) -> SlurmJob | None:
+        """The Slurm job of a launch. Two for one launch would be a bug; prefer one not over."""
+        found: SlurmJob | None = None
+        for job_id in self._launches.get(launch, ()):
+            job = self.job(job_id)
+            if found is None or (job is not None and is_terminal(found)
+                                 and not is_terminal(job)):
+                found = job
+        return found
+
+    def launches(self) -> list[str]:
+        return list(self._launches)
 
 
 class SlurmEngine:
@@ -204,7 +221,7 @@ class SlurmEngine:
         run_dir = self.dirs.run_dir(ref)
         job_id = self.dirs.read_job_id(run_dir)
         if job_id is None:
-            job = self._fresh_snapshot().by_launch.get(ref)
+            job = self._fresh_snapshot().of_launch(ref)
             if job is None:
                 return None
             job_id = job.job_id
@@ -218,21 +235,23 @@ class SlurmEngine:
         """At start: record the Slurm job of every launch whose id was never written (a crash
         right after sbatch). Returns how many gpucloud jobs Slurm holds."""
         snapshot = self._fresh_snapshot()
-        for launch, job in snapshot.by_launch.items():
+        launches = snapshot.launches()
+        for launch in launches:
+            job = snapshot.of_launch(launch)
             try:
                 run_dir = self.dirs.run_dir(launch)
             except EngineError:
                 continue
-            if run_dir.is_dir() and self.dirs.read_job_id(run_dir) is None:
+            if job is not None and run_dir.is_dir() and self.dirs.read_job_id(run_dir) is None:
                 log.info("launch %s: re-adopted Slurm job %s", launch, job.job_id)
                 self.dirs.write_job_id(run_dir, job.job_id)
-        return len(snapshot.by_launch)
+        return len(launches)
 
     # -- status --------------------------------------------------------------------------------
 
     def _fresh_snapshot(self) -> Snapshot:
         raw = self.api.jobs()
-        snapshot = snapshot_of(raw, self._monotonic())
+        snapshot = Snapshot(raw, self._monotonic())
         with self._lock:
             self._snapshot = snapshot
         return snapshot
@@ -289,7 +308,7 @@ class SlurmEngine:
             job_id = self._job_ids.get(ref)
         if job_id is None:
             job_id = self.dirs.read_job_id(run_dir)
-            found = snapshot.by_launch.get(ref)
+            found = snapshot.of_launch(ref)
             if job_id is None and found is not None:
                 job_id = found.job_id
                 self.dirs.write_job_id(run_dir, job_id)
@@ -300,7 +319,7 @@ class SlurmEngine:
                                  "to Slurm")
             with self._lock:
                 self._job_ids[ref] = job_id
-        job = snapshot.by_id.get(job_id)
+        job = snapshot.job(job_id)
         if job is not None and not is_terminal(job):
             return run_status(job, RunFiles(started=self.dirs.started(run_dir)), job_id)
         if job is None:

@@ -111,11 +111,11 @@ class ImageController:
             self._sync()
         except host.CatalogueUnreadable as err:
             log.warning("%s; image builds wait until it is fixed", err)
-        for job_id in jobs:
+        if jobs:
             try:
-                self._hold_or_fail(job_id)
+                self._hold_or_fail(jobs)
             except StaleDataError:
-                log.info("job %s changed while gating on its image; next pass", job_id)
+                log.info("a job changed while gating on its image; next pass")
 
     def _placed_with_image(self) -> list[str]:
         with self.ctx.db.read() as session:
@@ -161,7 +161,7 @@ class ImageController:
                 if BuildState(row.state) is BuildState.READY and (
                         status.state is BuildState.READY):
                     continue
-                work.append((row.id, self._recipe_of(session, row), status))
+                work.append((row.id, self._same_recipe(session, row), status))
         starts: list[_Start] = []
         now = self.ctx.clock.now()
         with self.ctx.db.write() as session:
@@ -178,7 +178,7 @@ class ImageController:
                 elif status.state is BuildState.ABSENT:
                     if recipe is None:
                         store.set_build_state(session, row, BuildState.FAILED, now,
-                                              "its image no longer exists")
+                                              "its image no longer exists or has changed")
                     else:
                         starts.append(_Start(row.node_id, recipe, rebuild=False))
         # After the commit: the intent (BUILDING) is durable before the act.
@@ -204,16 +204,35 @@ class ImageController:
         return Recipe(row.image, image.id, base.requirements,
                       str(host.layer_dir(self.ctx.engine, image.id)))
 
-    def _hold_or_fail(self, job_id: str) -> None:
+    def _same_recipe(self, session: Session, row: ImageBuild) -> Recipe | None:
+        """The row's recipe, unless it changed since (an operator re-pinned the preset): that
+        build is then replaced by the new recipe's, on a venv of its own."""
+        recipe = self._recipe_of(session, row)
+        return recipe if recipe is not None and recipe.key == row.recipe_key else None
+
+    def _hold_or_fail(self, job_ids: list[str]) -> None:
+        """Say why each placed job waits, or fail it; the write lock only for a change."""
+        engine = self.ctx.engine
+        with self.ctx.db.read() as session:
+            changes = []
+            for job_id in job_ids:
+                job = session.get(Job, job_id)
+                if job is None or job.state != JobState.SCHEDULED:
+                    continue
+                nodes = [a.node_id for a in active_allocations(session, job_id)]
+                gate = _gate(session, engine, job, nodes)
+                if gate.fail or (not gate.launch and job.message != gate.message):
+                    changes.append((job_id, gate))
+        if not changes:
+            return
         now = self.ctx.clock.now()
         with self.ctx.db.write() as session:
-            job = session.get(Job, job_id)
-            if job is None or job.state != JobState.SCHEDULED:
-                return
-            nodes = [a.node_id for a in active_allocations(session, job_id)]
-            gate = _gate(session, self.ctx.engine, job, nodes)
-            if gate.fail:
-                transition(session, job, JobState.FAILED, Reason.LAUNCH_FAILED, now,
-                           gate.message)
-            elif not gate.launch and job.message != gate.message:
-                job.message = gate.message
+            for job_id, gate in changes:
+                job = session.get(Job, job_id)
+                if job is None or job.state != JobState.SCHEDULED:
+                    continue
+                if gate.fail:
+                    transition(session, job, JobState.FAILED, Reason.LAUNCH_FAILED, now,
+                               gate.message)
+                else:
+                    job.message = gate.message

@@ -247,3 +247,24 @@ def test_an_instance_mounts_its_volumes_and_holds_them_until_deleted(
     assert api.delete("/v1/volumes/work", headers=bearer(token)).status_code == 409  # kept
     api.delete("/v1/instances/dev", headers=bearer(token)).raise_for_status()
     assert api.delete("/v1/volumes/work", headers=bearer(token)).status_code == 200
+
+
+def test_an_operator_sets_one_tenants_quota(h: Harness, api: TestClient) -> None:
+    a = tenant(api, h, "tenant-a", "1000")
+    b = tenant(api, h, "tenant-b", "1000")
+    admin = bearer(h.admin_token)
+    assert api.get("/v1/volume-quota", headers=bearer(a)).json() == {
+        "tenant_id": api.get("/v1/whoami", headers=bearer(a)).json()["tenant_id"],
+        "quota_gib": 1024, "used_gib": 0, "own": False}
+    # Only the operator sets it; another tenant's is a 404 to a tenant.
+    assert api.put("/v1/volume-quota", headers=bearer(a), json={"gib": 5000}).status_code == 403
+    assert api.get("/v1/volume-quota?tenant=tenant-a", headers=bearer(b)).status_code == 404
+    set_to = api.put("/v1/volume-quota?tenant=tenant-a", headers=admin, json={"gib": 5})
+    assert set_to.status_code == 200 and set_to.json()["own"] is True
+    create(api, a, "four", "4G")
+    over = api.post("/v1/volumes", headers=bearer(a), json={"name": "two", "size": "2G"})
+    assert over.status_code == 422 and "quota of 5 GiB (4 GiB held)" in over.json()["detail"]
+    assert create(api, b, "two", "2G")["size_gib"] == 2  # B keeps the default
+    api.put("/v1/volume-quota?tenant=tenant-a", headers=admin,
+            json={"gib": None}).raise_for_status()
+    assert create(api, a, "two", "2G")["size_gib"] == 2

@@ -129,6 +129,30 @@ def volume_delete(ref: RefArgument, as_json: JsonFlag = False) -> None:
                   markup=False)
 
 
+@volume_app.command("quota")
+def volume_quota(
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Operators: of this tenant.")]
+    = None,
+    set_gib: Annotated[int | None, typer.Option(
+        "--set", help="Operators: the tenant's quota in GiB.")] = None,
+    default: Annotated[bool, typer.Option(
+        "--default", help="Operators: back to the platform's default.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """The GiB of volumes a tenant may hold at once, and what it holds."""
+    with client() as api:
+        if set_gib is not None or default:
+            quota = api.set_volume_quota(None if default else set_gib, tenant)
+        else:
+            quota = api.volume_quota(tenant)
+    if as_json:
+        print_json(quota)
+        return
+    source = "set for this tenant" if quota.own else "the platform's default"
+    console.print(f"{quota.used_gib} GiB of {quota.quota_gib} GiB held ({source})",
+                  markup=False)
+
+
 # --- datasets ---------------------------------------------------------------------------------
 
 

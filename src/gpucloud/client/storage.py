@@ -12,7 +12,13 @@ from pydantic import BaseModel
 
 from gpucloud.core.datasets import check_dataset_name
 from gpucloud.core.errors import InvalidRequest
-from gpucloud.schemas.workspaces import DatasetOut, DatasetVersionOut, NodeCacheOut, VolumeOut
+from gpucloud.schemas.workspaces import (
+    DatasetOut,
+    DatasetVersionOut,
+    NodeCacheOut,
+    VolumeOut,
+    VolumeQuotaOut,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -62,6 +68,16 @@ class StorageMixin:
     def delete_volume(self, ref: str) -> VolumeOut:
         return self._parse(VolumeOut, self._send("DELETE", f"/v1/volumes/{_seg(ref)}",
                                                  safe_to_resend=True))
+
+    def volume_quota(self, tenant: str | None = None) -> VolumeQuotaOut:
+        return self._get("/v1/volume-quota", VolumeQuotaOut,
+                         {"tenant": tenant} if tenant else None)
+
+    def set_volume_quota(self, gib: int | None, tenant: str | None = None) -> VolumeQuotaOut:
+        """Operators; ``None`` returns the tenant to the platform's default."""
+        data = self._send("PUT", "/v1/volume-quota", params={"tenant": tenant} if tenant else None,
+                          body={"gib": gib}, safe_to_resend=True)
+        return self._parse(VolumeQuotaOut, data)
 
     # --- datasets -----------------------------------------------------------------------------
 

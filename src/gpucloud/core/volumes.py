@@ -139,8 +139,8 @@ def check_quota(tenant_gib: int, extra_gib: int, quota_gib: int) -> None:
     if tenant_gib + extra_gib > quota_gib:
         raise ExceedsQuota(
             f"volumes of this tenant would total {tenant_gib + extra_gib} GiB, above its quota "
-            f"of {quota_gib} GiB ({tenant_gib} GiB held): delete or shrink the request, or ask "
-            "the operator to raise storage.volume_quota_gib"
+            f"of {quota_gib} GiB ({tenant_gib} GiB held): delete volumes or ask for less, or "
+            "ask the operator to raise it (gpucloud volume quota --set)"
         )
 
 

@@ -22,6 +22,18 @@ class VolumeGrow(Wire):
     size: Annotated[str, Field(examples=["20G"], description="the new size, larger")]
 
 
+class VolumeQuotaIn(Wire):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    gib: Annotated[int | None, Field(ge=0, description="None: the platform's default")]
+
+
+class VolumeQuotaOut(Wire):
+    tenant_id: str
+    quota_gib: int
+    used_gib: int  # sizes of the tenant's living volumes
+    own: bool  # set for this tenant (else the platform's storage.volume_quota_gib)
+
+
 class VolumeOut(Wire):
     id: str
     name: str

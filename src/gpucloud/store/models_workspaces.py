@@ -83,3 +83,13 @@ class NodeCacheStats(Base):
     hits: Mapped[int] = mapped_column(BigInteger)
     misses: Mapped[int] = mapped_column(BigInteger)
     evictions: Mapped[int] = mapped_column(BigInteger)
+
+
+class VolumeQuota(Base):
+    """An operator's quota for one tenant, in place of ``storage.volume_quota_gib``."""
+
+    __tablename__ = "volume_quotas"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    gib: Mapped[int] = mapped_column(Integer)
+    updated_by: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime]

@@ -25,7 +25,7 @@ from gpucloud.core.volumes import (
 from gpucloud.store.leases import end_leases, open_lease, resize_lease
 from gpucloud.store.models import Event, Job
 from gpucloud.store.models_instances import Instance
-from gpucloud.store.models_workspaces import Volume
+from gpucloud.store.models_workspaces import Volume, VolumeQuota
 from gpucloud.store.paging import Page, paginate
 from gpucloud.store.settings import get_setting
 from gpucloud.store.transitions import record_event
@@ -34,8 +34,24 @@ OBJECT_KIND = "volume"
 LEASE_ITEM = "volume"
 
 
-def quota_gib(session: Session) -> int:
-    return int(get_setting(session, "storage.volume_quota_gib"))
+def quota_gib(session: Session, tenant_id: str) -> int:
+    """The tenant's own quota if the operator set one, else ``storage.volume_quota_gib``."""
+    own = session.get(VolumeQuota, tenant_id)
+    return own.gib if own is not None else int(get_setting(session, "storage.volume_quota_gib"))
+
+
+def set_quota(session: Session, tenant_id: str, gib: int | None, who: str,
+              now: datetime) -> None:
+    """``None``: back to the platform's default."""
+    row = session.get(VolumeQuota, tenant_id)
+    if gib is None:
+        if row is not None:
+            session.delete(row)
+        return
+    if row is None:
+        row = VolumeQuota(tenant_id=tenant_id)
+        session.add(row)
+    row.gib, row.updated_by, row.updated_at = gib, who, now
 
 
 def tenant_gib(session: Session, tenant_id: str) -> int:
@@ -54,7 +70,7 @@ def create_volume(session: Session, ids: IdFactory, who: Principal, name: str, s
     if taken is not None:
         raise Conflict(f"a volume named {name!r} already exists ({taken}); choose another name "
                        "or delete that one")
-    check_quota(tenant_gib(session, who.tenant_id), size_gib, quota_gib(session))
+    check_quota(tenant_gib(session, who.tenant_id), size_gib, quota_gib(session, who.tenant_id))
     volume = Volume(
         id=ids.new("vol", now), tenant_id=who.tenant_id, name=name, live_name=name,
         size_gib=size_gib, state=VolumeState.AVAILABLE, used_bytes=None, measured_at=None,
@@ -129,7 +145,7 @@ def grow_volume(session: Session, ids: IdFactory, volume: Volume, size_gib: int,
     _require_living(volume)
     check_grow(volume.name, volume.size_gib, size_gib)
     check_quota(tenant_gib(session, volume.tenant_id), size_gib - volume.size_gib,
-                quota_gib(session))
+                quota_gib(session, volume.tenant_id))
     before = volume.size_gib
     volume.size_gib, volume.updated_at = size_gib, now
     resize_lease(session, lease_id=ids.new("lse", now), ref_id=volume.id, quantity=size_gib,

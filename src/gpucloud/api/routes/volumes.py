@@ -1,4 +1,5 @@
-"""/v1/volumes: create with a size, list, show, grow, delete (only when detached)."""
+"""/v1/volumes: create with a size, list, show, grow, delete (only when detached); the tenant's
+quota at /v1/volume-quota."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from gpucloud.api import idempotent
-from gpucloud.api.deps import Platform, PlatformDep, PrincipalDep
+from gpucloud.api.deps import Platform, PlatformDep, PrincipalDep, visible_tenant
 from gpucloud.api.views import event_out
 from gpucloud.billing.leases import LeaseKind, price_per_hour_minor
 from gpucloud.billing.pricing import version_at
@@ -21,9 +22,15 @@ from gpucloud.core.volumes import (
     volume_env_name,
 )
 from gpucloud.schemas import Page
-from gpucloud.schemas.workspaces import VolumeCreate, VolumeGrow, VolumeOut
+from gpucloud.schemas.workspaces import (
+    VolumeCreate,
+    VolumeGrow,
+    VolumeOut,
+    VolumeQuotaIn,
+    VolumeQuotaOut,
+)
 from gpucloud.store import volumes as store
-from gpucloud.store.models_workspaces import Volume
+from gpucloud.store.models_workspaces import Volume, VolumeQuota
 from gpucloud.store.prices import load_versions
 
 router = APIRouter(tags=["volumes"])
@@ -91,6 +98,33 @@ def delete_volume(ref: str, platform: PlatformDep, who: PrincipalDep) -> VolumeO
         store.delete_volume(session, volume, who, platform.ctx.clock.now())
     platform.wake()
     return get_volume(volume_id, platform, who)
+
+
+@router.get("/v1/volume-quota", response_model=VolumeQuotaOut)
+def get_quota(platform: PlatformDep, who: PrincipalDep,
+              tenant: str | None = None) -> VolumeQuotaOut:
+    """The GiB of volumes the tenant may hold at once, and how many it holds."""
+    with platform.ctx.db.read() as session:
+        return _quota_out(session, visible_tenant(session, who, tenant))
+
+
+@router.put("/v1/volume-quota", response_model=VolumeQuotaOut)
+def set_quota(body: VolumeQuotaIn, platform: PlatformDep, who: PrincipalDep,
+              tenant: str | None = None) -> VolumeQuotaOut:
+    """Operators: the tenant's own quota (``gib: null`` returns it to the default). Volumes
+    already above a lowered quota stay; only creating and growing are refused."""
+    with platform.ctx.db.write() as session:
+        tenant_id = visible_tenant(session, who, tenant)
+        who.require_operator("setting volume quotas")
+        store.set_quota(session, tenant_id, body.gib, who.user_name, platform.ctx.clock.now())
+        session.flush()
+        return _quota_out(session, tenant_id)
+
+
+def _quota_out(session: Session, tenant_id: str) -> VolumeQuotaOut:
+    return VolumeQuotaOut(tenant_id=tenant_id, quota_gib=store.quota_gib(session, tenant_id),
+                          used_gib=store.tenant_gib(session, tenant_id),
+                          own=session.get(VolumeQuota, tenant_id) is not None)
 
 
 def volume_out(session: Session, platform: Platform, volume: Volume,

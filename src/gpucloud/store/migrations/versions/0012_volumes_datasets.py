@@ -87,9 +87,19 @@ def upgrade() -> None:
         sa.Column("evictions", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("node_id"),
     )
+    op.create_table(
+        "volume_quotas",
+        sa.Column("tenant_id", sa.String(length=32), nullable=False),
+        sa.Column("gib", sa.Integer(), nullable=False),
+        sa.Column("updated_by", sa.String(length=64), nullable=False),
+        sa.Column("updated_at", _WHEN, nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"]),
+        sa.PrimaryKeyConstraint("tenant_id"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("volume_quotas")
     op.drop_table("node_cache_stats")
     op.drop_table("node_cache_entries")
     with op.batch_alter_table("dataset_versions", schema=None) as batch_op:

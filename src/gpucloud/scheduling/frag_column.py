@@ -55,6 +55,8 @@ class Plan:
         default_factory=dict)  # by (model, F, CPU interval)
     by_value: dict[tuple[int, int, int], FloatArray] = field(
         default_factory=dict)  # by (model, CPU interval, a device's free milli)
+    by_values: dict[tuple[int, ...], FloatArray] = field(
+        default_factory=dict)  # by (model, F, CPU interval, the devices' distinct free milli)
 
     @classmethod
     def build(cls, t: FragTables, keys: Keys, centre: float, strand: float) -> Plan:
@@ -130,10 +132,16 @@ def _partial(t: FragTables, model: int, free: list[int], cpu: int, i: int,
     y = (float(prefix[part.usable]) + plan.offset) - prefix[part.tau] + wt
     if plan.keys.frac.size:
         values = sorted(set(free), reverse=True)  # 1000 first
-        losses = [_device_loss(t, plan, model, i, v, part) for v in values[1 if full else 0:]]
-        if whole is not None:
-            losses.insert(0, whole)
-        y += losses[0] if len(losses) == 1 else np.minimum.reduce(losses)
+        key = (model, full, i, *values)
+        least = plan.by_values.get(key)
+        if least is None:  # each fraction on its best device
+            losses = [_device_loss(t, plan, model, i, v, part)
+                      for v in values[1 if full else 0:]]
+            if whole is not None:
+                losses.insert(0, whole)
+            least = plan.by_values[key] = (losses[0] if len(losses) == 1
+                                           else np.minimum.reduce(losses))
+        y += least
     return y
 
 
@@ -197,12 +205,10 @@ def fraction_device(t: FragTables, state: ClusterState, node: int, shape: Shape,
     extra = weight * (max(0.0, gap + over) - max(0.0, gap)) if strand else 0.0
     bv = t.bv[model, tau]
     step = float(t.pw_step[model, full, tau])
-    best, device = -1, -1
-    for j, v in enumerate(free):
-        if v < m:
-            continue
-        dev = float(bv[v] - bv[v - m]) + (step if v == MILLI else 0.0)
-        score = 100 - bisect_left(_BOUND_LIST, (y + dev) + extra)
-        if score > best:
-            best, device = score, j
-    return device
+    score_of = {}  # by free milli: devices with as much free score alike
+    for v in set(free):
+        if v >= m:
+            dev = float(bv[v] - bv[v - m]) + (step if v == MILLI else 0.0)
+            score_of[v] = 100 - bisect_left(_BOUND_LIST, (y + dev) + extra)
+    best = max(score_of.values(), default=None)
+    return next((j for j, v in enumerate(free) if score_of.get(v) == best), -1)

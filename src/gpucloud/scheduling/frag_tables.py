@@ -64,12 +64,31 @@ def _bounds() -> FloatArray:
 _BOUNDS = np.append(_bounds(), 1e300)
 
 
+def _rounded_bounds(bounds: FloatArray) -> FloatArray:
+    """For each bound b, the least float x with ``round(x, 6) > b`` (bisection to adjacent
+    floats). Rounding is monotone, so ``round(x, 6) > b`` exactly when ``x >= t_b``: counting
+    the t_b at or below x is counting the bounds below the rounded x, without rounding."""
+    step = np.maximum(1.0, np.abs(bounds) * 1e-3)
+    lo, hi = bounds - step, bounds + step
+    assert (lo.round(6) <= bounds).all() and (hi.round(6) > bounds).all()
+    while True:
+        mid = lo + (hi - lo) / 2
+        if ((mid == lo) | (mid == hi)).all():
+            return np.asarray(hi, dtype=np.float64)
+        up = mid.round(6) > bounds
+        lo, hi = np.where(up, lo, mid), np.where(up, mid, hi)
+
+
+_ROUNDED_BOUNDS = _rounded_bounds(_BOUNDS)
+
+
 def int_points(x: FloatArray) -> IntArray:
     """FGD's integer score of a growth x (milli): ``floor(100 sigmoid(-x / 1000))``; -1 for
-    +inf. The growth is rounded to a millionth of a milli first: the same growth summed in
+    +inf. The growth counts as rounded to a millionth of a milli: the same growth summed in
     another order (the per-node column, the block) differs in its last bits, and must not land
-    on the other side of a score's bound."""
-    found: IntArray = _BOUNDS.searchsorted(x.round(6), side="left")
+    on the other side of a score's bound. (``100 - #(bounds < round(x, 6))``, by
+    ``_ROUNDED_BOUNDS``.)"""
+    found: IntArray = _ROUNDED_BOUNDS.searchsorted(x, side="right")
     return 100 - found
 
 

@@ -121,8 +121,7 @@ def _bounds(state: ClusterState, members: Sequence[Workload]) -> tuple[IntArray,
     members the node could hold alone. Taking one member lowers that count by exactly one,
     so for a gang of equal members the last test is also sufficient."""
     whole = [w for w in members if w.gpu_count and w.gpu_milli == MILLI]
-    rows = [state.cpu_free, state.mem_free, state.gpu_free.sum(axis=1, where=state.gpu_ok),
-            state.full_free]
+    rows = [state.cpu_free, state.mem_free, state.sum_free, state.full_free]
     need = [sum(w.cpu_milli for w in members), sum(w.memory_mib for w in members),
             sum(w.total_gpu_milli for w in members), sum(w.gpu_count for w in whole)]
     counts: dict[tuple[int, int, int], int] = {}

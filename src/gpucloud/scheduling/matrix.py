@@ -87,8 +87,10 @@ class ScoreMatrix:
         # Unhealthy nodes take nothing, nor do nodes with negative free memory.
         self._live = np.where(state.healthy, self.bias, -np.inf)
         # A state's score as a row entry before the bias: points as they are, -1 (indexed
-        # last) for a shape that cannot go.
+        # last) for a shape that cannot go; per node, with its bias added (one lookup).
         self._points = np.append(np.arange(101, dtype=np.float64), -np.inf)
+        self._node_points = self._points + self._live[:, None]
+        self._pos: list[int] = self.pos.tolist()
 
     def _id(self, node: int) -> int:
         st = self.state
@@ -153,19 +155,21 @@ class ScoreMatrix:
     def _sync_one(self, node: int) -> None:
         sid = self._id(node)
         self.sid[node] = sid
-        k, p = len(self.shapes), int(self.pos[node])
+        k, p = len(self.shapes), self._pos[node]
         mem = int(self.state.mem_free[node])
-        live = float(self._live[node]) if mem >= 0 else -np.inf
         if self.known[sid] < k:  # a new state: its scores for every shape
             self._current()
             self.known[sid] = k
             self.score[sid, :k] = self.scorer.column(self.state, node, self.plan)
-        points = self._points.take(self.score[sid, :k])
-        if mem >= self._most_memory:
-            np.add(points, live, out=self.rows[:k, p])
+        row = self.rows[:k, p]
+        if mem >= self._most_memory:  # no key asks for more: score + bias, one lookup
+            self._node_points[node].take(self.score[sid, :k], out=row, mode="wrap")
+        elif mem >= 0:
+            np.copyto(row, np.where(mem >= self.min_memory[:k],
+                                    self._node_points[node].take(self.score[sid, :k]),
+                                    -np.inf))
         else:
-            np.add(points, np.where(mem >= self.min_memory[:k], live, -np.inf),
-                   out=self.rows[:k, p])
+            row[:] = -np.inf
         self.memory[p] = mem
 
     def _write(self, nodes: IntArray, first: int, last: int | None = None) -> None:

@@ -98,10 +98,10 @@ class _Pass:
         self.shares = Shares(capacity(snapshot.nodes), config.tenant_weights)
         self.ledger = (None if config.quotas is None
                        else QuotaLedger(config.quotas, borrowing=config.borrowing))
-        self.live = list(running)  # everything holding resources, with its remaining time
-        # How many of them have a known end: with none, no reservation can be computed, and a
-        # blocked unit skips the search over the live list.
-        self.timed = sum(r.remaining_s is not None for r in running)
+        # What holds resources and has a known end: the rest never frees room for a
+        # reservation, so backfill need not see it. With none, no reservation can be computed
+        # and a blocked unit skips the search.
+        self.live = [r for r in running if r.remaining_s is not None]
         self.preemptible = list(running)  # only what ran before this pass
         for r in running:
             self._charge(r.workload, 1)
@@ -149,9 +149,8 @@ class _Pass:
 
     def _commit(self, members: Members, placed: list[Placement]) -> None:
         self.placements += placed
-        started = _as_running(members, placed)
-        self.live += started
-        self.timed += sum(r.remaining_s is not None for r in started)
+        if any(w.time_limit_s is not None for w in members):
+            self.live += [r for r in _as_running(members, placed) if r.remaining_s is not None]
         for w in members:
             self._charge(w, 1)
 
@@ -211,7 +210,6 @@ class _Pass:
                 self.config.unknown_loss_s if lost is None else lost,
                 f"preempted for {w.id}, which {why}"))
         self.live = live
-        self.timed -= sum(v.remaining_s is not None for v in choice.victims)
         self.preemptible = [r for r in self.preemptible if r.workload.id not in gone]
         self._commit((w,), [self.state.claim(choice.node, w, p.devices)])
         return None
@@ -225,7 +223,7 @@ class _Pass:
                 f"fits in no single {where} now")
 
     def _reserve(self, members: Members) -> str:
-        if not self.timed:
+        if not self.live:
             return ""
         fits = self._fits(members)
         start = shadow_time(self.state, self.live, fits)
@@ -242,10 +240,11 @@ class _Pass:
             self.step(unit.item)
 
     def step(self, members: Members) -> None:
-        tenant, milli = members[0].tenant, _gpu(members)
-        if self.ledger is not None and not self.ledger.admits(tenant, milli):
-            self._wait(members, WaitReason.OVER_QUOTA, self.ledger.explain(tenant, milli))
-            return
+        if self.ledger is not None:
+            tenant, milli = members[0].tenant, _gpu(members)
+            if not self.ledger.admits(tenant, milli):
+                self._wait(members, WaitReason.OVER_QUOTA, self.ledger.explain(tenant, milli))
+                return
         placed = self._place(members)
         if placed is not None:
             if self.reservation is None or self._keeps_reservation(

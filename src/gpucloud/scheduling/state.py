@@ -70,6 +70,7 @@ class ClusterState:
         self.any_ok = self.gpu_ok.any(axis=1)
         self.full_free = np.zeros(n_nodes, dtype=np.int64)  # fully free healthy devices
         self.max_free = np.zeros(n_nodes, dtype=np.int64)  # most free milli on one
+        self.sum_free = np.zeros(n_nodes, dtype=np.int64)  # free milli on all of them
         for i, (free, ok) in enumerate(zip(self.gpu_free.tolist(), self.gpu_ok.tolist(),
                                            strict=True)):
             self._summarise(i, free, ok)
@@ -109,6 +110,12 @@ class ClusterState:
             return ()
         if shape.is_fractional and device >= 0:
             return (device,)
+        if shape.gpu_models is None and not shape.is_fractional:  # the common case, quickly
+            free, ok = self.gpu_free[node].tolist(), self.gpu_ok[node].tolist()
+            whole = [j for j, v in enumerate(free) if v == MILLI and ok[j]][: shape.gpu_count]
+            if len(whole) < shape.gpu_count:
+                raise ValueError(f"{shape} does not fit on {self.names[node]}")
+            return tuple(whole)
         allowed = self.model_mask(shape.gpu_models)
         usable = [j for j, (ok, code) in enumerate(zip(self.gpu_ok[node].tolist(),
                                                        self.gpu_model[node].tolist(),
@@ -168,6 +175,7 @@ class ClusterState:
         healthy = free if all(ok) else [v for v, k in zip(free, ok, strict=True) if k]
         self.full_free[node] = healthy.count(MILLI)
         self.max_free[node] = max(healthy, default=0)
+        self.sum_free[node] = sum(healthy)
 
     def _changed(self, node: int, free: list[int], ok: list[bool]) -> None:
         self._summarise(node, free, ok)

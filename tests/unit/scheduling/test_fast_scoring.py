@@ -23,7 +23,14 @@ from gpucloud.scheduling.frag import (
     usable_milli,
 )
 from gpucloud.scheduling.frag_column import Plan, column, fraction_device
-from gpucloud.scheduling.frag_tables import UNFIT, Keys, points
+from gpucloud.scheduling.frag_tables import (
+    _BOUNDS,
+    _ROUNDED_BOUNDS,
+    UNFIT,
+    Keys,
+    int_points,
+    points,
+)
 from gpucloud.scheduling.model import MILLI, Device, Node, Shape, Workload
 from gpucloud.scheduling.policies import FgdScorer, FragAwareScorer
 from gpucloud.scheduling.state import ClusterState
@@ -185,6 +192,19 @@ def test_a_growth_on_a_score_bound_scores_the_same_both_ways() -> None:
     plan = Plan.build(tables, keys, scorer.centre, scorer.strand)
     score, _ = scorer.score_block(state, np.arange(len(state)), keys)
     assert column(tables, state, 0, plan).tolist() == score[0].tolist() == [50.0]
+
+
+def test_points_count_the_bounds_below_the_rounded_growth() -> None:
+    """``int_points`` finds, without rounding, what rounding to a millionth then counting the
+    bounds gives: at, just below and just above every threshold and bound too."""
+    rng = np.random.default_rng(1)
+    t = _ROUNDED_BOUNDS
+    x = np.concatenate([rng.normal(0, s, 100_000) for s in (10, 1000, 8000)]
+                       + [np.round(rng.normal(0, 3000, 50_000), 6), np.array([np.inf, UNFIT])]
+                       + [np.nextafter(b, d) for b in (t, _BOUNDS) for d in (-np.inf, np.inf)]
+                       + [t, _BOUNDS])
+    want = 100 - _BOUNDS.searchsorted(np.round(x, 6), side="left")
+    assert (int_points(x) == want).all()
 
 
 def test_a_row_masked_by_memory_opens_when_less_memory_is_asked() -> None:

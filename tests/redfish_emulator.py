@@ -2,12 +2,16 @@
 one emulated system per bare-metal server, behind HTTP basic auth; and a tiny HTTP server for
 the boot images the BMC fetches into its virtual CD (the emulator downloads them for real).
 
-The fake driver applies a power change 1 to 11 s after it is asked, like real hardware."""
+The fake driver applies a power change 1 to 11 s after it is asked (its ``random.randint``), like
+real hardware; ``quick`` makes that 1 s (0-1 s, as it truncates the clock), so that a lifecycle
+of five power changes takes seconds, not a minute. The wait is still there: a request's effect
+shows only on a later read, which is what the controller has to cope with."""
 
 from __future__ import annotations
 
 import functools
 import http.server
+import os
 import shutil
 import subprocess
 import threading
@@ -71,8 +75,14 @@ def _venv_emulator() -> Path:
     return Path(sys.executable).with_name("sushy-emulator")
 
 
+QUICK_POWER = """# sushy-emulator's fake driver: power changes apply after random.randint(1, 11) s
+import random
+random.randint = lambda low, high: low
+"""
+
+
 @contextmanager
-def emulator(tmp: Path, servers: list[str]) -> Iterator[Emulator]:
+def emulator(tmp: Path, servers: list[str], quick: bool = True) -> Iterator[Emulator]:
     images = tmp / "images"
     images.mkdir()
     for name in ("ubuntu.iso", "rocky.iso", "wipe.iso"):
@@ -93,8 +103,14 @@ def emulator(tmp: Path, servers: list[str]) -> Iterator[Emulator]:
     port = free_port()
     binary = shutil.which("sushy-emulator") or str(_venv_emulator())
     log = (tmp / "emulator.log").open("w")
+    env = dict(os.environ)
+    if quick:
+        site = tmp / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(QUICK_POWER)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH")) if p)
     process = subprocess.Popen([binary, "--fake", "--config", str(config), "-i", "127.0.0.1",
-                                "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+                                "-p", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

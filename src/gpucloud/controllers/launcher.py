@@ -228,14 +228,18 @@ class LauncherController:
 
     def _apply_batch(self, session: Session, acting: list[tuple[_Launched, RunStatus]],
                      now: datetime) -> list[tuple[_Launched, Decision, str]]:
-        """A batch of runs in one savepoint, its rows read up front and written in one flush.
-        If a job changed under us, that savepoint is undone and each run gets its own, so that
-        only the changed job waits for the next pass."""
+        """A batch of runs in one savepoint, its rows read up front and written in one flush
+        (no autoflush in between: what the batch writes, no later statement of it reads; a
+        job's release is its own statements). If a job changed under us, that savepoint is
+        undone and each run gets its own, so that only the changed job waits for the next
+        pass."""
         try:
             with session.begin_nested():
                 _jobs, _allocations = _load_runs(session, [item for item, _ in acting])
-                done = [(item, *applied) for item, run in acting
-                        if (applied := self._reconcile_run(session, item, run, now)) is not None]
+                with session.no_autoflush:
+                    done = [(item, *applied) for item, run in acting
+                            if (applied := self._reconcile_run(session, item, run, now))
+                            is not None]
                 session.flush()
             return done
         except StaleDataError:

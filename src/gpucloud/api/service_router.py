@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette import routing as starlette_routing
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
@@ -40,7 +41,7 @@ from gpucloud.core.services import ReplicaState
 from gpucloud.core.tenancy import Principal
 from gpucloud.store import services as store
 
-router = APIRouter(tags=["services"])
+router = APIRouter(tags=["services"])  # its routes are added below, once defined
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 ROUTE_TTL_S = 0.5  # how stale the READY set may be (the controller drains for longer)
 AUTH_TTL_S = 2.0  # a revoked token keeps working through the router for at most this long
@@ -116,17 +117,24 @@ def _load_route(platform: Platform, tenant: str, name: str) -> Route | None:
                      service.key_hash if service.public else None, ready, time.monotonic())
 
 
-@router.api_route("/s/{tenant}/{service}", methods=METHODS, include_in_schema=False)
-async def service_root(tenant: str, service: str, request: Request) -> Response:
+async def service_root(request: Request) -> Response:
+    tenant, service = request.path_params["tenant"], request.path_params["service"]
     if request.method in ("GET", "HEAD"):
         query = f"?{request.url.query}" if request.url.query else ""
         return RedirectResponse(f"/s/{tenant}/{service}/{query}", status_code=307)
-    return await service_http(tenant, service, "", request)
+    return await _serve(tenant, service, "/", request)
 
 
-@router.api_route("/s/{tenant}/{service}/{path:path}", methods=METHODS,
-                  include_in_schema=False)
-async def service_http(tenant: str, service: str, path: str, request: Request) -> Response:
+async def service_http(request: Request) -> Response:
+    """A plain Starlette endpoint (no FastAPI dependency machinery): this path is the
+    router's added latency. The rest of the path goes on as sent (still percent-encoded)."""
+    tenant, service = request.path_params["tenant"], request.path_params["service"]
+    raw = request.scope.get("raw_path") or request.scope["path"].encode()
+    rest = raw.split(b"/", 4)[4] if raw.count(b"/") >= 4 else b""
+    return await _serve(tenant, service, "/" + rest.decode("latin-1"), request)
+
+
+async def _serve(tenant: str, service: str, path: str, request: Request) -> Response:
     platform: Platform = request.app.state.platform
     routing = _router(request)
     try:
@@ -140,7 +148,7 @@ async def service_http(tenant: str, service: str, path: str, request: Request) -
     headers["x-forwarded-prefix"] = f"/s/{tenant}/{service}"
     if request.client is not None:
         headers["x-forwarded-for"] = request.client.host
-    target = f"/{path}" + (f"?{request.url.query}" if request.url.query else "")
+    target = path + (f"?{request.url.query}" if request.url.query else "")
     started = time.monotonic()
     routing.traffic.arrived(route.service_id, started)
     try:
@@ -300,3 +308,9 @@ async def _caller(platform: Platform, routing: ServiceRouter, request: Request,
         routing.callers.clear()
     routing.callers[cache_key] = (now + AUTH_TTL_S, who)
     return who
+
+
+router.routes += [
+    starlette_routing.Route("/s/{tenant}/{service}", service_root, methods=METHODS),
+    starlette_routing.Route("/s/{tenant}/{service}/{path:path}", service_http, methods=METHODS),
+]

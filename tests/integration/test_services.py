@@ -306,3 +306,27 @@ def _usage(api: Any, token: str) -> list[dict[str, Any]]:
     assert answer.status_code == 200, answer.text
     rows: list[dict[str, Any]] = answer.json()
     return rows
+
+
+def test_a_control_plane_restart_keeps_the_replicas(h: Harness) -> None:
+    """Level-triggered: new controllers over the same database adopt the running replicas
+    (no new one started, none stopped), even with their traffic history lost."""
+    api = priced_api(h)
+    token = tenant(api, h, "sturdy", "100000")
+    body = {"name": "chat", "command": [sys.executable, CHAT], "gpus": 0, "cpus": 0.2,
+            "memory": "256M", "min_replicas": 0, "max_replicas": 3, "target_rps": 5,
+            "stabilization": "10m", "scale_to_zero": "1h"}
+    assert api.post("/v1/services", headers=bearer(token), json=body).status_code == 201
+
+    def shown(plane: Harness) -> dict[str, Any]:
+        plane.settle(1)
+        data: dict[str, Any] = plane.api().get("/v1/services/chat", headers=bearer(token)).json()
+        return data
+
+    before = wait(lambda: (s := shown(h))["ready_replicas"] == 1 and s, "a ready replica")
+    restarted = h.restart()
+    for _ in range(5):
+        after = shown(restarted)
+    assert [r["id"] for r in after["replicas"]] == [r["id"] for r in before["replicas"]]
+    assert (after["state"], after["ready_replicas"], after["desired_replicas"]) == (
+        "RUNNING", 1, 1)

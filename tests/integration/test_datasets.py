@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from gpucloud.client.client import Client
+from gpucloud.client.storage import write_tar
 from gpucloud.controllers.context import Tunables
 from gpucloud.controllers.volume_usage import VolumeUsageController
 from gpucloud.core.errors import InvalidRequest
@@ -111,8 +112,15 @@ def test_versions_are_content_hashes_immutable_and_new_only_for_new_content(
         expected.update(path.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
     assert first.content_hash == expected.hexdigest()
     assert first.version == first.content_hash[:12]
-    again = client.push_dataset("corpus", src)
+    again = client.push_dataset("corpus", src)  # the SDK asks by hash: nothing uploaded
     assert not again.created and again.id == first.id
+    with (tmp_path / "upload.tar").open("wb") as tar:  # uploaded anyway: the server dedupes
+        size = write_tar(src, tar)
+    raw = api.post("/v1/datasets/corpus/versions", headers={
+        **bearer(token), "Content-Type": "application/x-tar"},
+        content=(tmp_path / "upload.tar").read_bytes())
+    assert size > 0 and raw.status_code == 200, raw.text
+    assert raw.json()["id"] == first.id and raw.json()["created"] is False
     (src / "b.txt").write_bytes(b"bee, changed\n")
     second = client.push_dataset("corpus", src)
     assert second.created and second.number == 2 and second.content_hash != first.content_hash

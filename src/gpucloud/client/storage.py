@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from gpucloud.core.datasets import check_dataset_name
 from gpucloud.core.errors import InvalidRequest
+from gpucloud.engines.storage_dirs import hash_tree
 from gpucloud.schemas.workspaces import (
     DatasetOut,
     DatasetVersionOut,
@@ -109,6 +110,13 @@ class StorageMixin:
             if err.status != 404:
                 raise
             self.create_dataset(name)
+        check_tree(root)
+        # The server's hash over the same files: content it has already is not sent again.
+        digest = hash_tree(root).hexdigest()
+        known = self._pages(f"/v1/datasets/{_seg(name)}/versions", DatasetVersionOut,
+                            {"content_hash": digest})
+        if known:
+            return known[0]
         with tempfile.TemporaryFile() as archive:
             total = write_tar(root, archive)
             archive.seek(0)
@@ -131,16 +139,21 @@ class StorageMixin:
         return self._pages("/v1/dataset-cache", NodeCacheOut)
 
 
+def check_tree(root: Path) -> None:
+    """A version holds plain files only: a link or special file is refused."""
+    for path in root.rglob("*"):
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            raise InvalidRequest(f"{path}: only regular files and directories can be pushed "
+                                 "(links and special files cannot)")
+
+
 def write_tar(root: Path, out: IO[bytes]) -> int:
     """``root``'s files and directories (paths relative to it) as a tar stream; returns its
-    size. A link or special file is refused: a version holds plain files only."""
+    size."""
+    check_tree(root)
     with tarfile.open(fileobj=out, mode="w") as archive:
         for path in sorted(root.rglob("*")):
-            relative = path.relative_to(root).as_posix()
-            if path.is_symlink() or not (path.is_file() or path.is_dir()):
-                raise InvalidRequest(f"{path}: only regular files and directories can be "
-                                     "pushed (links and special files cannot)")
-            archive.add(path, arcname=relative, recursive=False)
+            archive.add(path, arcname=path.relative_to(root).as_posix(), recursive=False)
     return out.tell()
 
 

@@ -85,13 +85,17 @@ def get_dataset(ref: str, platform: PlatformDep, who: PrincipalDep) -> DatasetOu
 
 
 @router.get("/v1/datasets/{ref}/versions", response_model=Page[DatasetVersionOut])
-def list_versions(ref: str, platform: PlatformDep, who: PrincipalDep) -> Page[DatasetVersionOut]:
-    """Oldest first."""
+def list_versions(ref: str, platform: PlatformDep, who: PrincipalDep,
+                  content_hash: str | None = None) -> Page[DatasetVersionOut]:
+    """Oldest first; with ``content_hash``, only the version of that content (a client that
+    hashed its files asks before uploading them again)."""
     with platform.ctx.db.read() as session:
         dataset = store.get_dataset(session, who, ref)
-        return Page[DatasetVersionOut](
-            items=[version_out(dataset, v) for v in store.versions_of(session, dataset.id)],
-            next_cursor=None)
+        versions = store.versions_of(session, dataset.id)
+        if content_hash is not None:
+            versions = [v for v in versions if v.content_hash == content_hash.lower()]
+        return Page[DatasetVersionOut](items=[version_out(dataset, v) for v in versions],
+                                       next_cursor=None)
 
 
 @router.post("/v1/datasets/{ref}/versions", status_code=201, response_model=DatasetVersionOut,

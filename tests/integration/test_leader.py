@@ -213,6 +213,15 @@ def test_kill_the_leader_and_the_other_replica_takes_over(shared_dir: Path, pg_u
         assert failover_s <= 10
         ids = running + _submit(follower, token, 3)
         _all_succeed_once(follower, token, shared_dir, ids)
+        # What an operator sees: gpucloud admin leader, asked of the survivor.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCLOUD_")}
+        env.update(GPUCLOUD_URL=follower.url, GPUCLOUD_TOKEN=token,
+                   GPUCLOUD_CONFIG=str(shared_dir.parent / "config.json"))
+        shown = subprocess.run([sys.executable, "-m", "gpucloud.cli.main", "admin", "leader"],
+                               env=env, capture_output=True, text=True, timeout=90,
+                               check=False)
+        assert shown.returncode == 0, shown.stderr
+        assert f"token {after['token']}" in shown.stdout and "leads" in shown.stdout
     finally:
         _stop_all(servers)
 

@@ -17,6 +17,7 @@ from gpucloud.cli import (
     images,
     instances,
     jobs,
+    leader,
     limits,
     services,
     sim,
@@ -63,6 +64,7 @@ images.register(app)
 instances.register(app)
 admin.register(app)
 health.register(app, admin.admin_app)
+leader.register(admin.admin_app)
 sim_ettr.register(sim.sim_app)
 sim.register(app)
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from gpucloud.billing.limits import LimitKind, Period
 from gpucloud.client import config
+from gpucloud.client.control import ControlMixin
 from gpucloud.client.fleet import FleetMixin
 from gpucloud.client.images import ImagesMixin
 from gpucloud.client.instances import InstancesMixin
@@ -106,7 +107,7 @@ def error_from_response(response: httpx.Response) -> ApiError:
     )
 
 
-class Client(InstancesMixin, FleetMixin, ImagesMixin, ServicesMixin, StorageMixin):
+class Client(InstancesMixin, FleetMixin, ImagesMixin, ServicesMixin, StorageMixin, ControlMixin):
     """A session with one gpucloud server. Arguments left out come from :mod:`config`."""
 
     def __init__(

@@ -36,6 +36,7 @@ from gpucloud.store.accounts import bootstrap_operator
 from gpucloud.store.db import Database, sqlite_url
 from gpucloud.store.leader import FencedDatabase, LeaderElector, replica_id
 from gpucloud.store.prices import bootstrap_prices
+from gpucloud.store.sealed import load_sealer
 
 log = logging.getLogger("gpucloud")
 
@@ -117,6 +118,7 @@ def build(settings: Settings, clock: Clock | None = None) -> ControlPlane:
         clock=clock or SystemClock(),
         ids=IdFactory(),
         tunables=Tunables(stop_grace_s=settings.stop_grace_s),
+        sealer=load_sealer(settings.data_dir),
     )
     with db.write() as session:
         secret = bootstrap_operator(session, ctx.ids, ctx.clock.now())

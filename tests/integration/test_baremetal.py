@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from gpucloud.store.db import Database
 from gpucloud.store.models import Event
-from gpucloud.store.models_fleet import WipeAttestation
+from gpucloud.store.models_fleet import BmcCredential, WipeAttestation
 from tests.billing_api import bearer, priced_api, submit, tenant, wallet
 from tests.fakes import gpu_node
 from tests.harness import Harness, make_harness
@@ -224,12 +224,14 @@ def test_a_failed_step_goes_to_maintenance_and_the_password_is_never_shown(
     with db.read() as session:
         failed = session.scalars(select(WipeAttestation)).one()
         messages = " ".join(f"{e.message} {e.reason}" for e in session.scalars(select(Event)))
+        at_rest = " ".join(c.password for c in session.scalars(select(BmcCredential)))
+    assert at_rest.startswith("sealed:v1:")  # encrypted in the database, not in clear
     assert failed.outcome == "failed" and "refused the login" in failed.detail
     asset = api.get("/v1/assets/gpu-b01", headers=bearer(h.admin_token)).text
     metrics = api.get("/metrics", headers=bearer(h.admin_token)).text  # Prometheus' text format
     assert 'gpucloud_baremetal_servers{state="maintenance"} 2.0' in metrics
     assert 'gpucloud_baremetal_servers{state="available"} 0.0' in metrics
-    for text in (caplog.text, messages, asset, str(shown)):
+    for text in (caplog.text, messages, asset, str(shown), at_rest):
         assert PASSWORD not in text
 
 

@@ -64,7 +64,7 @@ class BareMetalController:
         self._last = now
         with self.ctx.db.read() as session:  # an idle pass only reads
             missing = bool(store.unsynced(session))
-            todo = store.work(session, WORKING)
+            todo = store.work(session, WORKING, self.ctx.sealer)
         if missing:
             with self.ctx.db.write() as session:
                 store.sync_servers(session, now)

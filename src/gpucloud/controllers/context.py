@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gpucloud.core.clock import Clock
 from gpucloud.core.ids import IdFactory
 from gpucloud.engines.base import Engine
 from gpucloud.store.db import Database
+from gpucloud.store.sealed import Sealer
 
 
 @dataclass(frozen=True)
@@ -28,3 +29,5 @@ class Context:
     clock: Clock
     ids: IdFactory
     tunables: Tunables = Tunables()
+    # Opens secrets kept encrypted at rest (BMC logins); the server loads the real key.
+    sealer: Sealer = field(default_factory=Sealer.ephemeral)

@@ -37,6 +37,7 @@ from gpucloud.store.models_fleet import (
     BootImage,
     WipeAttestation,
 )
+from gpucloud.store.sealed import Sealer
 from gpucloud.store.transitions import record_event
 
 OBJECT_KIND = "baremetal"
@@ -265,23 +266,23 @@ def pays(session: Session, tenant_id: str) -> bool:
 # -- BMC access and images -------------------------------------------------------------------
 
 
-def access_of(session: Session, asset: Asset) -> BmcAccess:
+def access_of(session: Session, asset: Asset, sealer: Sealer) -> BmcAccess:
     login = session.get(BmcCredential, asset.id)
     return BmcAccess(asset.name, asset.bmc_address, login.username if login else None,
-                     login.password if login else None)
+                     sealer.unseal(login.password) if login else None)
 
 
 def set_credentials(session: Session, asset: Asset, username: str, password: str, who: str,
-                    now: datetime) -> None:
+                    now: datetime, sealer: Sealer) -> None:
     if asset.kind is not AssetKind.SERVER:
         raise InvalidRequest(f"{asset.name} is a {asset.kind.value}; only servers have a BMC",
                              "name")
     login = session.get(BmcCredential, asset.id)
     if login is None:
-        session.add(BmcCredential(asset_id=asset.id, username=username, password=password,
-                                  updated_at=now))
+        session.add(BmcCredential(asset_id=asset.id, username=username,
+                                  password=sealer.seal(password), updated_at=now))
     else:
-        login.username, login.password, login.updated_at = username, password, now
+        login.username, login.password, login.updated_at = username, sealer.seal(password), now
     record_event(session, at=now, object_kind="asset", object_id=asset.id,
                  kind="asset.bmc_login", tenant_id=None,
                  message=f"BMC login for {username} set by {who}")  # never the password
@@ -341,7 +342,7 @@ class Work:
     image_name: str
 
 
-def work(session: Session, working: frozenset[BareMetalState]) -> list[Work]:
+def work(session: Session, working: frozenset[BareMetalState], sealer: Sealer) -> list[Work]:
     wipe = wipe_image(session)
     found = []
     for asset, server in servers(session):
@@ -353,6 +354,6 @@ def work(session: Session, working: frozenset[BareMetalState]) -> list[Work]:
             image = session.get(BootImage, server.image) if server.image else None
         found.append(Work(asset.id, asset.name, server.state,
                           Progress.from_json(server.progress), server.state_since,
-                          access_of(session, asset), image.url if image else None,
+                          access_of(session, asset, sealer), image.url if image else None,
                           image.name if image else ""))
     return found

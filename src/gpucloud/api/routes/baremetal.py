@@ -213,7 +213,8 @@ def get_lease(ref: str, platform: PlatformDep, who: PrincipalDep) -> BareMetalLe
         out = lease_out(session, lease, _version(session, platform))
         access = None
         if out.state == _B.LEASED.value:
-            access = store.access_of(session, session.get_one(Asset, lease.asset_id))
+            access = store.access_of(session, session.get_one(Asset, lease.asset_id),
+                                     platform.ctx.sealer)
     if access is None:
         return out
     try:
@@ -237,7 +238,7 @@ def power(ref: str, body: PowerIn, platform: PlatformDep, who: PrincipalDep
         lease, asset, server = _held(session, who, ref)
         if server.state is not _B.LEASED:
             raise Conflict(f"{asset.name} is {server.state.value}; power it once it is leased")
-        access = store.access_of(session, asset)
+        access = store.access_of(session, asset, platform.ctx.sealer)
     Bmc(access).power(action)  # a BmcError is a 502 that says what the BMC did
     with platform.ctx.db.write() as session:
         record_event(session, at=platform.ctx.clock.now(), object_kind=store.OBJECT_KIND,
@@ -343,6 +344,6 @@ def put_credentials(name: str, body: BmcCredentialsIn, platform: PlatformDep,
     with platform.ctx.db.write() as session:
         asset = find_asset(session, name)
         store.set_credentials(session, asset, body.username, body.password, who.user_name,
-                              platform.ctx.clock.now())
+                              platform.ctx.clock.now(), platform.ctx.sealer)
         return asset_out(session, asset, fleet_places(session))
 

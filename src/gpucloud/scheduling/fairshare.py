@@ -84,11 +84,20 @@ def fair_order(units: Sequence[Unit[T]], shares: Shares) -> Iterator[Unit[T]]:
     classes: dict[int, dict[str, deque[Unit[T]]]] = {}
     for u in sorted(units, key=attrgetter("position")):
         classes.setdefault(u.priority, {}).setdefault(u.tenant, deque()).append(u)
-    dominant = shares.dominant
+    dominant, cached = shares.dominant, shares._dominant
     for priority in sorted(classes, reverse=True):
         queues = classes[priority]
         while queues:
-            tenant = min(queues, key=lambda t: (dominant(t), queues[t][0].position))
+            # The least (dominant share, head's position): a plain loop, as this runs once
+            # per unit over every tenant with work queued.
+            tenant, best, first = "", 0.0, -1
+            for t, q in queues.items():
+                share = cached.get(t)
+                if share is None:
+                    share = dominant(t)
+                at = q[0].position
+                if first < 0 or share < best or (share == best and at < first):
+                    tenant, best, first = t, share, at
             unit = queues[tenant].popleft()
             if not queues[tenant]:
                 del queues[tenant]

@@ -203,12 +203,12 @@ def fraction_device(t: FragTables, state: ClusterState, node: int, shape: Shape,
     weight, gap = _stranding(t, model, free, cpu, strand)
     over = shape.cpu_milli / t.ratio_of[model][0] - m
     extra = weight * (max(0.0, gap + over) - max(0.0, gap)) if strand else 0.0
-    bv = t.bv[model, tau]
+    bv = t.worth_list(model, tau)
     step = float(t.pw_step[model, full, tau])
     score_of = {}  # by free milli: devices with as much free score alike
     for v in set(free):
         if v >= m:
-            dev = float(bv[v] - bv[v - m]) + (step if v == MILLI else 0.0)
+            dev = (bv[v] - bv[v - m]) + (step if v == MILLI else 0.0)
             score_of[v] = 100 - bisect_left(_BOUND_LIST, (y + dev) + extra)
     best = max(score_of.values(), default=None)
     return next((j for j, v in enumerate(free) if score_of.get(v) == best), -1)

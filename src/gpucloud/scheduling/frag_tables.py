@@ -210,6 +210,15 @@ class FragTables:
         self.stranded = np.zeros(n)
         self._keys: dict[Shape, Keys] = {}
         self._prefix: dict[tuple[int, ...], FloatArray] = {}
+        self._worth: dict[tuple[int, int], list[float]] = {}
+
+    def worth_list(self, model: int, tau: int) -> list[float]:
+        """``bv[model, tau]`` as a list, cached: one device at a time reads it in Python."""
+        key = (model, tau)
+        got = self._worth.get(key)
+        if got is None:
+            got = self._worth[key] = self.bv[model, tau].tolist()
+        return got
 
     def prefix_of(self, model: int, free: list[int], full: int) -> FloatArray:
         """(G + 1,): usable milli of a node of ``model`` with devices of ``free`` (sorted)

@@ -21,6 +21,7 @@ from gpucloud.client.storage import write_tar
 from gpucloud.controllers.context import Tunables
 from gpucloud.controllers.volume_usage import VolumeUsageController
 from gpucloud.core.errors import InvalidRequest
+from gpucloud.engines import mount_ns
 from gpucloud.engines.discovery import local_nodes
 from gpucloud.engines.local import LocalEngine
 from gpucloud.engines.storage_dirs import node_cache_dir, storage_root, version_dir
@@ -155,7 +156,11 @@ def test_a_job_reads_a_dataset_read_only_from_its_nodes_cache(
     assert "hi there" in logs
     copy = node_cache_dir(storage_root(h.ctx.engine), "local-0", version.id)
     assert all(p.stat().st_mode & 0o222 == 0 for p in [copy, copy / "hello.txt"])
-    if os.geteuid() != 0:  # root ignores mode bits (docs/storage.md says so)
+    if mount_ns.available():  # root here: a read-only bind mount in the job's namespace
+        assert "REFUSED" in logs and "WROTE" not in logs
+        assert "Read-only file system" in logs, logs
+        assert not (copy / "new").exists()
+    elif os.geteuid() != 0:  # no namespace: mode bits only, which root ignores
         assert "REFUSED" in logs and "WROTE" not in logs
     cache = {n.node_id: n for n in client.dataset_cache()}
     (node_id, node), = cache.items()
@@ -170,6 +175,26 @@ def test_a_job_reads_a_dataset_read_only_from_its_nodes_cache(
     assert state == "SUCCEEDED" and "hi there" in logs
     node = {n.node_id: n for n in client.dataset_cache()}[node_id]
     assert (node.hits, node.misses, node.hit_rate) == (1, 1, 0.5)
+
+
+@pytest.mark.skipif(not mount_ns.available(),
+                    reason="no private mount namespace here (needs root and util-linux unshare)")
+def test_even_root_cannot_write_a_dataset_by_its_real_path(
+        h: Harness, api: TestClient, tmp_path: Path) -> None:
+    """Root ignores mode bits; the job's namespace mounts the whole dataset store and the node
+    caches read-only, so neither the job's copy nor the store itself can be changed."""
+    assert os.geteuid() == 0
+    token = tenant(api, h, "lab", "1000")
+    version = sdk(api, token).push_dataset("words", make_dir(tmp_path / "w", {"a.txt": b"a\n"}))
+    store = version_dir(storage_root(h.ctx.engine), version.id)
+    script = (f'chmod u+w "$GPUCLOUD_DATASET_WORDS" {store} || echo CHMOD-REFUSED; '
+              f'echo changed > {store}/a.txt || echo STORE-REFUSED; '
+              'mkdir "$GPUCLOUD_DATASET_WORDS/d" || echo CACHE-REFUSED')
+    state, logs = finished(h, api, token, submit(api, token, script, datasets=["words"]))
+    assert state == "SUCCEEDED", logs
+    assert {"CHMOD-REFUSED", "STORE-REFUSED", "CACHE-REFUSED"} <= set(logs.split()), logs
+    assert (store / "a.txt").read_bytes() == b"a\n"
+    assert store.stat().st_mode & 0o222 == 0
 
 
 def test_the_cache_evicts_the_least_recently_used_version(

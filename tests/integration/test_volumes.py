@@ -5,6 +5,8 @@ detached, FULL when measured above the size, billing per GiB-second, tenancy."""
 from __future__ import annotations
 
 import json
+import secrets
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from sqlalchemy import select
 
 from gpucloud.controllers.context import Tunables
 from gpucloud.controllers.volume_usage import VolumeUsageController
+from gpucloud.engines import mount_ns
 from gpucloud.engines.discovery import local_nodes
 from gpucloud.engines.local import LocalEngine
 from gpucloud.engines.storage_dirs import storage_root, volume_dir
@@ -100,6 +103,39 @@ def test_a_file_written_by_one_job_is_read_by_the_next(h: Harness, api: TestClie
     # The real directory, under the data dir, outlives both jobs.
     path = volume_dir(storage_root(h.ctx.engine), volume["id"])
     assert (path / "note").read_text() == "from the first job\n"
+
+
+@pytest.fixture
+def mount_point() -> Iterator[str]:
+    """A host path no one else uses: the job's namespace creates its (empty) mount point."""
+    path = Path("/mnt") / f"gpucloud-test-{secrets.token_hex(4)}"
+    yield str(path / "data")
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.skipif(not mount_ns.available(),
+                    reason="no private mount namespace here (needs root and util-linux unshare)")
+def test_the_volume_is_really_mounted_at_its_path_and_ro_is_enforced(
+        h: Harness, api: TestClient, mount_point: str) -> None:
+    token = tenant(api, h, "lab", "1000")
+    volume = create(api, token, "my-data", "10G")
+    path = volume_dir(storage_root(h.ctx.engine), volume["id"])
+    logs = run_job(h, api, token,
+                   f"echo written > {mount_point}/f && grep -c ' {mount_point} ' "
+                   "/proc/self/mountinfo", volumes=[f"my-data:{mount_point}"])
+    assert logs.split()[-1] == "1", logs  # a mount point in the job's namespace
+    assert (path / "f").read_text() == "written\n"  # the volume itself, on the host
+    assert not (Path(mount_point) / "f").exists()  # the host's path is an empty directory
+    assert mount_point not in Path("/proc/self/mountinfo").read_text()  # nor its mount
+    # Read-only at the mount, by its real path (the variable) and through the working-dir link.
+    targets = f'{mount_point}/g "$GPUCLOUD_VOLUME_MY_DATA/g" {mount_point.lstrip("/")}/g'
+    logs = run_job(h, api, token,
+                   f"cat {mount_point}/f; for t in {targets}; do "
+                   "echo x > $t && echo WROTE $t; done; true",
+                   volumes=[f"my-data:{mount_point}:ro"])
+    assert "written" in logs and "WROTE" not in logs, logs
+    assert logs.count("Read-only file system") == 3, logs
+    assert sorted(p.name for p in path.iterdir()) == ["f"]
 
 
 def test_grow_works_shrink_is_refused_and_the_quota_holds(h: Harness, api: TestClient) -> None:

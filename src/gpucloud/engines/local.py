@@ -35,10 +35,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gpucloud.core.datasets import dataset_env_name
 from gpucloud.core.errors import EngineError
 from gpucloud.core.faults import FaultSignal, SignalKind
 from gpucloud.core.runs import combine
-from gpucloud.engines import local_runner
+from gpucloud.engines import local_runner, mount_ns
 from gpucloud.engines.base import (
     BurnInResult,
     EngineRef,
@@ -50,12 +51,13 @@ from gpucloud.engines.base import (
 )
 from gpucloud.engines.local_fleet import LocalFleet
 from gpucloud.engines.logfile import read_output
-from gpucloud.engines.storage_dirs import prepare_workspace
+from gpucloud.engines.storage_dirs import prepare_workspace, storage_root
 
 log = logging.getLogger(__name__)
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 LOST_NO_RUN = "no such run"
+DATASET_ENV_PREFIX = dataset_env_name("")  # GPUCLOUD_DATASET_: the job reads a dataset
 LOST_SUPERVISOR = "supervisor died without recording an exit status"
 
 
@@ -179,17 +181,19 @@ class LocalEngine:
         ref = replica.allocation_id
         run_dir = self._run_dir(ref)
         job_id = _safe_id("job id", spec.job_id)
-        # Idempotent, so before the claim: no bind mounts unprivileged, volumes are symlinks.
+        # Idempotent, so before the claim. The links stay even when mounting for real: the
+        # documented ./<path> keeps working either way.
         prepare_workspace(self._work_dir(job_id), replica.mounts, replica.cache_fills)
         try:
             run_dir.mkdir()  # atomic claim: whoever creates the directory starts the run
         except FileExistsError:
             return
+        command = self._mounted(spec.command, replica, run_dir)
         # Lock before anything else exists, so no observer ever sees this run unsupervised.
         lock_fd = os.open(run_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            runner = self._spawn(spec.command, replica.env, run_dir, job_id, lock_fd)
+            runner = self._spawn(command, replica.env, run_dir, job_id, lock_fd)
         except OSError as exc:
             raise EngineError(f"allocation {ref}: cannot start: {exc}") from exc
         finally:
@@ -197,6 +201,21 @@ class LocalEngine:
         with self._lock:
             self._runners[ref] = runner
         self._await_start(ref, run_dir, runner)
+
+    def _mounted(self, command: Sequence[str], replica: ReplicaSpec,
+                 run_dir: Path) -> Sequence[str]:
+        """A job with volumes or datasets runs in its own mount namespace where it can
+        (root); otherwise its output starts with one line saying what is not enforced."""
+        uses_datasets = replica.cache_fills or any(
+            k.startswith(DATASET_ENV_PREFIX) for k in replica.env)
+        if not replica.mounts and not uses_datasets:
+            return command
+        if not mount_ns.available():
+            (run_dir / "output.log").write_text(mount_ns.FALLBACK_NOTE)
+            return command
+        storage = storage_root(self)
+        return mount_ns.wrap(command, replica.mounts,
+                             [storage / "datasets", storage / "node-cache"])
 
     def _spawn(
         self,

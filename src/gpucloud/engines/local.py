@@ -188,11 +188,11 @@ class LocalEngine:
             run_dir.mkdir()  # atomic claim: whoever creates the directory starts the run
         except FileExistsError:
             return
-        command = self._mounted(spec.command, replica, run_dir)
         # Lock before anything else exists, so no observer ever sees this run unsupervised.
         lock_fd = os.open(run_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            command = self._mounted(spec.command, replica, run_dir)
             runner = self._spawn(command, replica.env, run_dir, job_id, lock_fd)
         except OSError as exc:
             raise EngineError(f"allocation {ref}: cannot start: {exc}") from exc

@@ -66,14 +66,18 @@ class UtilizationReport(Wire):
     gpu_util_pct: Annotated[int, Field(ge=0, le=100)]
 
 
+MAX_POLICY_S = 366 * 86400
+
+
 class IdlePolicyIn(Wire):
     """Below ``below_pct`` GPU utilisation for ``idle`` (e.g. 30m): a warning; ``grace`` later
     (default 5m), ``action``: restart without GPUs (no-gpu) or stop."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     below_pct: Annotated[int, Field(ge=1, le=100)] = 5
-    idle_s: int
-    grace_s: int = 300
+    # At most a year each: the columns are 32-bit (a larger one was a 500: found by schemathesis).
+    idle_s: Annotated[int, Field(ge=0, le=MAX_POLICY_S)]
+    grace_s: Annotated[int, Field(ge=0, le=MAX_POLICY_S)] = 300
     action: IdleAction = IdleAction.NO_GPU
 
     @model_validator(mode="before")

@@ -3,6 +3,7 @@ quotas, backfill, fractional packing."""
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
 from dataclasses import replace
 
@@ -317,3 +318,17 @@ def test_fractions_pack_onto_shared_devices() -> None:
     assert set(placed(plan)) == {"f1", "f2", "whole", "f3"}
     assert dict(per_device) == {0: MILLI, 1: MILLI}
     assert waits(plan) == {"f4": WaitReason.NO_FIT}
+
+
+# --- the pass itself -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_pass_leaves_the_garbage_collector_as_it_found_it(enabled: bool) -> None:
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        plan = schedule(ClusterSnapshot((node("a", gpus=2),)), [job("j", gpus=1)], FIT)
+        assert placed(plan) == {"j": "a"}
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()

@@ -1,11 +1,13 @@
 """Keeps the storage directories in line with the database, and volumes within their size.
 
-Each pass: the directory of a deleted volume is removed. Every ``interval_s``: node-cache
-copies and dataset files whose rows are gone (evicted, removed) are removed, and each living
-volume's use is measured (a ``du``-like walk); a volume above its size becomes FULL (an event;
-it takes no new attachment), one back within it AVAILABLE again. A plain file system has no
-quota per directory, so writes by jobs already running are not stopped: what is enforced is
-said in docs/storage.md. Level-triggered: a restart at any line converges.
+Each pass: a deleted volume is unmounted (an image) and its directory and image removed, and
+every living image volume is kept mounted and at its size (``volume_loop.ensure``: mounted again
+after a reboot, grown). Every ``interval_s``: node-cache copies and dataset files whose rows are
+gone (evicted, removed) are removed, and each living volume's use is measured (a ``du``-like
+walk); a volume above its size becomes FULL (an event; it takes no new attachment), one back
+within it AVAILABLE again. An image volume cannot go above its size (ENOSPC); a directory volume
+has no quota, so writes by jobs already running are not stopped: what is enforced is said in
+docs/storage.md. Level-triggered: a restart at any line converges.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 from sqlalchemy import select
 
 from gpucloud.controllers.context import Context
-from gpucloud.core.volumes import GIB, VolumeState, usage_state
+from gpucloud.core.errors import EngineError
+from gpucloud.core.volumes import GIB, VolumeBackend, VolumeState, usage_state
+from gpucloud.engines import volume_loop
 from gpucloud.engines.storage_dirs import (
     remove_tree,
     storage_root,
@@ -44,6 +48,7 @@ class VolumeUsageController:
     def reconcile_once(self) -> None:
         root = storage_root(self.ctx.engine)
         self._remove_deleted(root)  # one small query when there is nothing to do
+        self._provision(root)
         now = self.ctx.clock.now()
         last = self._measured_at
         if last is None or (now - last).total_seconds() >= self.interval_s:
@@ -56,11 +61,34 @@ class VolumeUsageController:
             gone = list(session.scalars(select(Volume.id).where(
                 Volume.state == VolumeState.DELETED, Volume.dir_removed_at.is_(None))))
         for volume_id in gone:
+            try:
+                volume_loop.remove(root, volume_id, volume_dir(root, volume_id))
+            except EngineError as err:  # busy: the next pass tries again
+                log.warning("volume %s: cannot unmount: %s", volume_id, err)
+                continue
             remove_tree(volume_dir(root, volume_id))
             with self.ctx.db.write() as session:
                 volume = session.get_one(Volume, volume_id)
                 volume.dir_removed_at = self.ctx.clock.now()
             log.info("volume %s: directory removed", volume_id)
+
+    def _provision(self, root: Path) -> None:
+        """Each living image volume mounted (again, after a reboot) and at its size (after a
+        grow). Volumes are made at their first launch: one never used takes nothing."""
+        images = root / "volume-images"
+        if not images.is_dir():
+            return
+        with self.ctx.db.read() as session:
+            living = list(session.execute(select(Volume.id, Volume.size_gib).where(
+                Volume.state != VolumeState.DELETED)))
+        for volume_id, size_gib in living:
+            if not volume_loop.image_path(root, volume_id).exists():
+                continue
+            try:
+                volume_loop.ensure(root, volume_id, size_gib, VolumeBackend.LOOP,
+                                   volume_dir(root, volume_id))
+            except EngineError as err:  # e.g. a grow while a job uses it: the next pass
+                log.warning("volume %s: %s", volume_id, err)
 
     def _collect_garbage(self, root: Path) -> None:
         """Files no row refers to: evicted cache copies, removed versions, stale uploads."""

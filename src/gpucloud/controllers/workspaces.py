@@ -13,12 +13,14 @@ from sqlalchemy.orm import Session
 
 from gpucloud.core.datasets import dataset_env_name
 from gpucloud.core.volumes import parse_mounts, volume_env_name
+from gpucloud.engines import volume_loop
 from gpucloud.engines.base import CacheFill, Engine, Mount
 from gpucloud.engines.storage_dirs import node_cache_dir, storage_root, version_dir, volume_dir
 from gpucloud.store import node_cache
 from gpucloud.store.datasets import job_versions
 from gpucloud.store.models import Job
 from gpucloud.store.models_workspaces import Volume
+from gpucloud.store.settings import get_setting
 
 
 @dataclass(frozen=True)
@@ -36,13 +38,14 @@ def replica_workspace(session: Session, engine: Engine, job: Job, node_id: str,
     env: dict[str, str] = {}
     mounts = []
     for mount in parse_mounts(job.spec.get("volumes", [])):
-        volume_id = session.scalar(select(Volume.id).where(
+        volume = session.execute(select(Volume.id, Volume.size_gib).where(
             Volume.tenant_id == job.tenant_id, Volume.name == mount.name,
-            Volume.live_name.is_not(None)))
-        if volume_id is None:  # deleted since submission (only possible for a finished job)
+            Volume.live_name.is_not(None))).first()
+        if volume is None:  # deleted since submission (only possible for a finished job)
             continue
-        path = volume_dir(root, volume_id)
-        path.mkdir(parents=True, exist_ok=True)
+        path = volume_dir(root, volume.id)
+        volume_loop.ensure(root, volume.id, volume.size_gib, volume_loop.backend(
+            str(get_setting(session, "storage.volume_backend")), engine), path)
         env[volume_env_name(mount.name)] = str(path)
         mounts.append(Mount(str(path), mount.path, mount.read_only))
     fills = []

@@ -46,6 +46,15 @@ def _bool(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return text
+
+    return parse
+
+
 SETTINGS: dict[str, SettingSpec] = {s.key: s for s in (
     SettingSpec("billing.admission_runway_seconds", 600, _int_between(0, 30 * 86400),
                 "a job is admitted only if the wallet covers its price for this long "
@@ -72,6 +81,9 @@ SETTINGS: dict[str, SettingSpec] = {s.key: s for s in (
                 "whether the burn-in of simulated GPUs passes (for fault drills)"),
     SettingSpec("storage.volume_quota_gib", 1024, _int_between(0, 1024 * 1024),
                 "the most GiB of volumes one tenant may hold at once"),
+    SettingSpec("storage.volume_backend", "loop", _one_of("loop", "directory"),
+                "new volumes as loop-mounted ext4 images with a hard size (local engine, as "
+                "root; else directories) or as plain directories (size measured only)"),
     SettingSpec("storage.node_cache_mib", 102400, _int_between(0, 1024 * 1024 * 1024),
                 "each node's dataset cache capacity (least recently used versions go first)"),
 )}

@@ -92,6 +92,22 @@ MAX_VOLUME_GIB = 64 * 1024
 GIB = 1024**3
 
 
+class VolumeBackend(StrEnum):
+    """How a volume is stored (``storage.volume_backend``), fixed when it is first made."""
+
+    LOOP = "loop"  # an ext4 image per volume, loop-mounted: a write past the size gets ENOSPC
+    DIRECTORY = "directory"  # a plain directory: the size is measured, not enforced
+
+
+def choose_backend(setting: str, local_engine: bool, loop_supported: bool) -> VolumeBackend:
+    """Images need root, the ext4 tools and a single machine (Slurm nodes would not see a
+    loop mount made by the control plane): otherwise directories, whatever the setting."""
+    wanted = VolumeBackend(setting)
+    if wanted is VolumeBackend.LOOP and local_engine and loop_supported:
+        return VolumeBackend.LOOP
+    return VolumeBackend.DIRECTORY
+
+
 class VolumeState(StrEnum):
     AVAILABLE = "AVAILABLE"  # may be attached
     FULL = "FULL"  # measured above its size: no new attachment until it is grown or emptied

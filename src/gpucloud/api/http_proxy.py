@@ -14,8 +14,8 @@ from starlette.background import BackgroundTask
 DROP_REQUEST = frozenset({"host", "connection", "keep-alive", "transfer-encoding", "te",
                           "upgrade", "proxy-authorization", "authorization", "cookie",
                           "content-length"})
-DROP_RESPONSE = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length",
-                           "content-encoding"})
+# content-encoding stays: the body is relayed raw (still compressed), as the service router does.
+DROP_RESPONSE = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
 
 
 def request_headers(items: Iterable[tuple[str, str]],

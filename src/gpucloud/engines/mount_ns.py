@@ -52,17 +52,20 @@ def available() -> bool:
 
 def _script(mounts: Sequence[Mount], read_only_dirs: Sequence[Path]) -> str:
     q = shlex.quote
+    # By absolute path: the job's environment (an image's PATH) must not change what runs.
+    mkdir, mount_bin = (q(shutil.which(tool) or tool) for tool in ("mkdir", "mount"))
     lines = ["set -e"]
     for path in read_only_dirs:
-        lines.append(f"mkdir -p {q(str(path))}; mount --bind -o ro {q(str(path))} {q(str(path))}")
+        where = q(str(path))
+        lines.append(f"{mkdir} -p {where}; {mount_bin} --bind -o ro {where} {where}")
     for mount in mounts:
         source, target = q(mount.source), q(mount.path)
         mode = " -o ro" if mount.read_only else ""
-        lines.append(f"mkdir -p {target}; mount --bind{mode} {source} {target}")
+        lines.append(f"{mkdir} -p {target}; {mount_bin} --bind{mode} {source} {target}")
         if mount.read_only:
             # The same directory is also reachable by its real path ($GPUCLOUD_VOLUME_<NAME>
             # and the working-directory link): read-only there too.
-            lines.append(f"mount --bind -o ro {source} {source}")
+            lines.append(f"{mount_bin} --bind -o ro {source} {source}")
     lines.append('exec "$@"')
     return "\n".join(lines)
 

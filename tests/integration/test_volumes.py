@@ -99,15 +99,17 @@ def create(api: TestClient, token: str, name: str, size: str) -> dict[str, Any]:
     return body
 
 
-def test_a_file_written_by_one_job_is_read_by_the_next(h: Harness, api: TestClient) -> None:
+def test_a_file_written_by_one_job_is_read_by_the_next(h: Harness, api: TestClient,
+                                                       mount_point: str) -> None:
     token = tenant(api, h, "lab", "1000")
     volume = create(api, token, "my-data", "10G")
     assert volume["env"] == "GPUCLOUD_VOLUME_MY_DATA"
+    link = mount_point.lstrip("/")  # the same path relative to the working directory
     run_job(h, api, token,
             'echo "from the first job" > "$GPUCLOUD_VOLUME_MY_DATA/note" && '
-            "echo 'by the link' > mnt/data/other", volumes=["my-data:/mnt/data"])
-    second = run_job(h, api, token, 'cat "$GPUCLOUD_VOLUME_MY_DATA/note" mnt/data/other',
-                     volumes=["my-data:/mnt/data:ro"])
+            f"echo 'by the link' > {link}/other", volumes=[f"my-data:{mount_point}"])
+    second = run_job(h, api, token, f'cat "$GPUCLOUD_VOLUME_MY_DATA/note" {link}/other',
+                     volumes=[f"my-data:{mount_point}:ro"])
     assert "from the first job" in second and "by the link" in second
     # The real directory, under the data dir, outlives both jobs.
     path = volume_dir(storage_root(h.ctx.engine), volume["id"])
@@ -150,7 +152,7 @@ def test_the_volume_is_really_mounted_at_its_path_and_ro_is_enforced(
 @pytest.mark.skipif(not volume_loop.loop_supported(),
                     reason="image volumes need root and the ext4/loop tools")
 def test_an_image_volume_is_its_size_grows_and_survives_a_restart(
-        h: Harness, api: TestClient) -> None:
+        h: Harness, api: TestClient, mount_point: str) -> None:
     token = tenant(api, h, "lab", "1000")
     volume = create(api, token, "hard", "1G")
     root = storage_root(h.ctx.engine)
@@ -158,7 +160,7 @@ def test_an_image_volume_is_its_size_grows_and_survives_a_restart(
     # fallocate takes the space without writing it (fast); then a real write runs out.
     fill = ('fallocate -l 900M "$GPUCLOUD_VOLUME_HARD/a" && '
             'if head -c 100M /dev/zero > "$GPUCLOUD_VOLUME_HARD/b"; then echo WROTE; fi; true')
-    logs = run_job(h, api, token, fill, volumes=["hard:/mnt/hard"])
+    logs = run_job(h, api, token, fill, volumes=[f"hard:{mount_point}"])
     assert "No space left on device" in logs and "WROTE" not in logs, logs
     assert os.path.ismount(path) and image.stat().st_blocks * 512 < 100 * 2**20  # sparse
     api.post("/v1/volumes/hard/grow", headers=bearer(token),
@@ -166,7 +168,7 @@ def test_an_image_volume_is_its_size_grows_and_survives_a_restart(
     h.settle(1)  # the usage controller applies the grow (offline here: no CAP_SYS_RESOURCE)
     assert os.statvfs(path).f_blocks * os.statvfs(path).f_frsize > 1.8 * 2**30
     logs = run_job(h, api, token, 'head -c 100M /dev/zero > "$GPUCLOUD_VOLUME_HARD/b" && '
-                   "echo WROTE", volumes=["hard:/mnt/hard"])
+                   "echo WROTE", volumes=[f"hard:{mount_point}"])
     assert "WROTE" in logs, logs
     # What a reboot does; the restarted control plane mounts it again, data intact.
     subprocess.run(["umount", str(path)], check=True)
@@ -226,12 +228,13 @@ def test_storage_is_billed_per_gib_second_from_create_through_grow_to_delete(
                                                       ("storage", 3, 10, "0.30")]
 
 
-def test_delete_while_attached_is_refused_and_names_the_job(h: Harness, api: TestClient) -> None:
+def test_delete_while_attached_is_refused_and_names_the_job(h: Harness, api: TestClient,
+                                                            mount_point: str) -> None:
     token = tenant(api, h, "lab", "1000")
     volume = create(api, token, "held", "1G")
     made = api.post("/v1/jobs", headers=bearer(token),
                     json={"command": ["sleep", "60"], "cpus": 0.5, "memory": "256M",
-                          "volumes": ["held:/data"]})
+                          "volumes": [f"held:{mount_point}"]})
     job_id = made.json()["id"]
     until(h, lambda: job_state(api, token, job_id) == "RUNNING", "the job runs")
     refused = api.delete("/v1/volumes/held", headers=bearer(token))
@@ -250,7 +253,8 @@ def test_delete_while_attached_is_refused_and_names_the_job(h: Harness, api: Tes
     assert {v["state"] for v in listed} == {"AVAILABLE", "DELETED"}
 
 
-def test_unknown_and_full_volumes_are_refused_at_submission(h: Harness, api: TestClient) -> None:
+def test_unknown_and_full_volumes_are_refused_at_submission(h: Harness, api: TestClient,
+                                                            mount_point: str) -> None:
     token = tenant(api, h, "lab", "1000")
     job = {"command": ["true"], "cpus": 0.5, "memory": "256M"}
     missing = api.post("/v1/jobs", headers=bearer(token), json={**job, "volumes": ["nope:/x"]})
@@ -265,12 +269,13 @@ def test_unknown_and_full_volumes_are_refused_at_submission(h: Harness, api: Tes
     assert shown["state"] == "FULL" and shown["used_bytes"] == 2 * 1024**3
     assert any(e["after"] == "FULL" and "no new attachments" in e["message"]
                for e in shown["events"])
-    full = api.post("/v1/jobs", headers=bearer(token), json={**job, "volumes": ["small:/x"]})
+    attach = {**job, "volumes": [f"small:{mount_point}"]}
+    full = api.post("/v1/jobs", headers=bearer(token), json=attach)
     assert full.status_code == 409 and "full" in full.json()["detail"]
     api.post("/v1/volumes/small/grow", headers=bearer(token),
              json={"size": "3G"}).raise_for_status()
     assert api.get("/v1/volumes/small", headers=bearer(token)).json()["state"] == "AVAILABLE"
-    ok = api.post("/v1/jobs", headers=bearer(token), json={**job, "volumes": ["small:/x"]})
+    ok = api.post("/v1/jobs", headers=bearer(token), json=attach)
     assert ok.status_code == 201, ok.text
     (path / "huge.bin").unlink()
 
@@ -295,15 +300,15 @@ def test_another_tenant_gets_404_and_cannot_attach(h: Harness, api: TestClient) 
 
 
 def test_an_instance_mounts_its_volumes_and_holds_them_until_deleted(
-        h: Harness, api: TestClient) -> None:
+        h: Harness, api: TestClient, mount_point: str) -> None:
     token = tenant(api, h, "lab", "1000")
     body = {"gpus": 0, "cpus": 0.5, "memory": "256M", "name": "dev"}
     missing = api.post("/v1/instances", headers=bearer(token),
-                       json={**body, "volumes": ["work:/mnt/work"]})
+                       json={**body, "volumes": [f"work:{mount_point}"]})
     assert missing.status_code == 404 and "work" in missing.json()["detail"]
     volume = create(api, token, "work", "1G")
     made = api.post("/v1/instances", headers=bearer(token),
-                    json={**body, "volumes": ["work:/mnt/work"]})
+                    json={**body, "volumes": [f"work:{mount_point}"]})
     assert made.status_code == 201, made.text
 
     def running_job() -> str | None:
@@ -312,9 +317,9 @@ def test_an_instance_mounts_its_volumes_and_holds_them_until_deleted(
 
     job_id = until(h, running_job, "the instance runs")
     with h.ctx.db.read() as session:
-        assert session.get_one(Job, job_id).spec["volumes"] == ["work:/mnt/work"]
+        assert session.get_one(Job, job_id).spec["volumes"] == [f"work:{mount_point}"]
     engine_dir = h.ctx.engine.data_dir  # type: ignore[attr-defined]
-    link = engine_dir / "jobs" / job_id / "work" / "mnt" / "work"
+    link = engine_dir / "jobs" / job_id / "work" / mount_point.lstrip("/")
     assert link.resolve() == volume_dir(storage_root(h.ctx.engine), volume["id"]).resolve()
     env = [json.loads(p.read_text())["env"] for p in engine_dir.glob("runs/*/spec.json")]
     assert [e["GPUCLOUD_VOLUME_WORK"] for e in env] == [str(link.resolve())]

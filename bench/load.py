@@ -6,6 +6,8 @@ separate driver process sends REQUESTS OPEN-LOOP: request i is sent at start + i
 not earlier ones have answered, so a slow server meets a growing backlog instead of a politely
 waiting client. Each latency is measured from the request's scheduled time to its answer, so
 time the driver itself fell behind counts against the server too (no coordinated omission).
+With 100 requests already unanswered a new one is shed (an error, not sent); what has not
+answered 10 s after the last send is an error too, so an overloaded server ends the run.
 
 The mix (per request, seeded): single-object reads (show job, wallet, show node), lists (jobs,
 events, usage, nodes) and writes (submit job, cancel job). Submitted jobs queue behind one job
@@ -46,6 +48,10 @@ FULL_S = 300.0
 CI_S = 30.0
 RATE = 200.0
 TARGET_SINGLE_P99_MS = 50.0
+TIMEOUT_S = 10.0  # per request, the wait for a pooled connection included
+DRAIN_S = 10.0
+MAX_IN_FLIGHT = 100  # = the driver's connection pool
+SHED = f"not sent: {MAX_IN_FLIGHT} requests already waiting for an answer"
 JOB = {"command": ["sleep", "600"], "gpus": 1, "cpus": 0.1}
 SEED_JOBS = 50
 # (operation, route class, weight): about a fifth writes, like a busy tenant's CLI and console.
@@ -138,6 +144,8 @@ class Driver:
                 error = f"{status} {response.text[:120]}"
         except httpx.HTTPError as err:
             error = f"{type(err).__name__}: {err}"
+        except asyncio.CancelledError:
+            error = f"no answer {DRAIN_S:g} s after the run ended"
         done = loop.time()
         self.samples.append(
             Sample(op, kind, (done - scheduled) * 1000, (sent - scheduled) * 1000, status, error)
@@ -153,17 +161,28 @@ class Driver:
             if delay > 0:
                 await asyncio.sleep(delay)
             op, kind, ref = self.pick()
+            if len(pending) >= MAX_IN_FLIGHT:
+                # The server is this far behind: shed the request (an error, no latency), as a
+                # client with a bounded connection pool would, rather than queue without end.
+                self.samples.append(Sample(op, kind, -1.0, 0.0, 0, SHED))
+                continue
             task = asyncio.create_task(self.one(op, kind, ref, scheduled))
             pending.add(task)
             task.add_done_callback(pending.discard)
-        await asyncio.gather(*pending)
+        # An overloaded server must not stretch the run without end: what has not answered
+        # DRAIN_S after the last send counts as an error (no answer), like a timed-out client.
+        if pending:
+            _, late = await asyncio.wait(set(pending), timeout=DRAIN_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
 
 async def _drive(config: dict[str, Any]) -> list[Sample]:
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
     headers = {"Authorization": f"Bearer {config['token']}"}
     async with httpx.AsyncClient(
-        base_url=config["url"], headers=headers, timeout=30, limits=limits
+        base_url=config["url"], headers=headers, timeout=TIMEOUT_S, limits=limits
     ) as client:
         driver = Driver(client, config["job_ids"], config["node_ids"], config["seed"])
         await driver.run(config["rate"], config["duration_s"])
@@ -217,11 +236,12 @@ def set_up(url: str, admin_token: str) -> tuple[str, list[str], list[str]]:
 
 def summarise(samples: list[Sample]) -> dict[str, Any]:
     def figures(group: list[Sample]) -> dict[str, Any]:
-        ms = [s.ms for s in group]
+        ms = [s.ms for s in group if s.error != SHED]
         if not ms:
-            return {"requests": 0, "p50_ms": None, "p99_ms": None, "max_ms": None, "errors": 0}
+            return {"requests": len(group), "p50_ms": None, "p99_ms": None, "max_ms": None,
+                    "errors": len(group)}
         return {
-            "requests": len(ms),
+            "requests": len(group),
             "p50_ms": round(statistics.median(ms), 2),
             "p99_ms": round(percentile(ms, 0.99), 2),
             "max_ms": round(max(ms), 2),
@@ -233,11 +253,12 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
         if s.error:
             key = f"{s.op}: {s.error[:80]}"
             errors[key] = errors.get(key, 0) + 1
-    lags = [s.lag_ms for s in samples] or [0.0]
+    lags = [s.lag_ms for s in samples if s.error != SHED] or [0.0]
     return {
         "classes": {kind: figures([s for s in samples if s.kind == kind]) for kind in CLASSES},
         "operations": {op: figures([s for s in samples if s.op == op]) for op, *_ in MIX},
         "errors": sum(errors.values()),
+        "shed": sum(1 for s in samples if s.error == SHED),
         "error_kinds": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:10]),
         "driver_lag_p99_ms": round(percentile(lags, 0.99), 2),
     }

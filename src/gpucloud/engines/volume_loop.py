@@ -83,12 +83,20 @@ def ensure(root: Path, volume_id: str, size_gib: int, backend: VolumeBackend,
     with _locked(root, volume_id):
         if not image.exists():
             tmp = image.with_suffix(".new")
-            tmp.unlink(missing_ok=True)
-            tmp.touch(0o600)
-            os.truncate(tmp, size_gib * GIB)
-            # No reserved blocks: the whole size is the tenant's. Lazy init: a sparse image.
-            _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E",
-                  "lazy_itable_init=1,lazy_journal_init=1", str(tmp)])
+            try:
+                tmp.unlink(missing_ok=True)
+                tmp.touch(0o600)
+                os.truncate(tmp, size_gib * GIB)
+                # No reserved blocks: the whole size is the tenant's. Lazy init: sparse.
+                _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E",
+                      "lazy_itable_init=1,lazy_journal_init=1", str(tmp)])
+            except (OSError, EngineError) as err:  # nothing to hide yet: a directory volume
+                with contextlib.suppress(OSError):
+                    tmp.unlink(missing_ok=True)
+                log.warning("volume %s: no image (%s); a plain directory instead", volume_id,
+                            err)
+                directory.mkdir(parents=True, exist_ok=True)
+                return
             tmp.replace(image)
         directory.mkdir(parents=True, exist_ok=True)
         if not os.path.ismount(directory):

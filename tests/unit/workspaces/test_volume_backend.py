@@ -42,3 +42,12 @@ def test_a_directory_volume_stays_a_directory(tmp_path: Path) -> None:
     assert (volume / "kept").read_text() == "data"
     assert not os.path.ismount(volume)
     assert not volume_loop.image_path(tmp_path, "v1").exists()
+
+
+def test_an_image_that_cannot_be_made_leaves_a_directory_volume(tmp_path: Path) -> None:
+    """No image (here: its file cannot be created) must not block the launch."""
+    (tmp_path / "volume-images" / "v2.new" / "in-the-way").mkdir(parents=True)
+    volume = tmp_path / "volumes" / "v2"
+    volume_loop.ensure(tmp_path, "v2", 1, LOOP, volume)
+    assert volume.is_dir() and not os.path.ismount(volume)
+    assert not volume_loop.image_path(tmp_path, "v2").exists()

@@ -1,9 +1,9 @@
 """The chaos test's billing finding, replayed deterministically (pass by pass, manual clock).
 
-A run ends after the launcher asked the engine but before metering charges it 'up to now': the
-meter passes the run's real end, and when the launcher then records the end the engine saw,
-nothing gives the difference back. One replica, no kill needed. Strict xfail: when metering is
-fixed this test passes, and the marker must go.
+A run ends after the launcher asked the engine but before metering charges it: metering must
+not charge past the run's real end, which the launcher records only at its next look. Metering
+charges a running allocation up to when the launcher last saw it running
+(controllers/run_watch.py). One replica, no kill needed.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-import pytest
 from sqlalchemy import select
 
 from gpucloud.core.runs import RunStatus
@@ -37,8 +36,6 @@ class EndsAtEngine(FakeEngine):
                 if ref in self.runs else s for ref, s in seen.items()}
 
 
-@pytest.mark.xfail(strict=True, reason="metering charges a running allocation up to now, past "
-                   "an end the launcher has not seen yet, and never credits it back (docs/ha.md)")
 def test_a_run_that_ends_between_the_launchers_look_and_the_meter_is_charged_its_run(
         db: Database) -> None:
     engine = EndsAtEngine()

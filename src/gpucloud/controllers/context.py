@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gpucloud.controllers.run_watch import SeenRunning
 from gpucloud.core.clock import Clock
 from gpucloud.core.ids import IdFactory
 from gpucloud.engines.base import Engine
@@ -31,3 +32,5 @@ class Context:
     tunables: Tunables = Tunables()
     # Opens secrets kept encrypted at rest (BMC logins); the server loads the real key.
     sealer: Sealer = field(default_factory=Sealer.ephemeral)
+    # The launcher's latest sightings of running allocations; metering charges up to them.
+    seen_running: SeenRunning = field(default_factory=SeenRunning)

@@ -24,6 +24,7 @@ from gpucloud.core.clock import as_utc
 from gpucloud.core.errors import EngineError, EngineUnavailable, GpucloudError
 from gpucloud.core.faults import exit_hint
 from gpucloud.core.lifecycle import Decision, Observed, StopReason, decide, finish_unlaunched
+from gpucloud.core.runs import RunPhase
 from gpucloud.core.states import JobState, Reason
 from gpucloud.engines.base import EngineRef, LaunchSpec, NodeReport, RunStatus
 from gpucloud.store.health import record_exit_hint
@@ -171,7 +172,12 @@ class LauncherController:
         if not grouped:
             return
         refs = [ref for _, ref in grouped]
+        asked_at = self.ctx.clock.now()
         statuses = self.ctx.engine.status(refs)
+        self.ctx.seen_running.observed(
+            {a.id: asked_at for (_, ref), allocations in grouped.items()
+             if statuses[ref].phase is RunPhase.RUNNING for a in allocations},
+            (a.id for allocations in grouped.values() for a in allocations))
         now = self.ctx.clock.now()
         acting = [
             (_Launched(job_id, tuple(a.id for a in allocations), ref), statuses[ref])
@@ -268,6 +274,9 @@ class LauncherController:
         self._apply(session, job, held, decision, run)
         return decision, held[0].node_id
 
+    def _ended_at(self, run: RunStatus, first: Allocation, now: datetime) -> datetime:
+        return _ended_at(run, first, now, self.ctx.seen_running.until(first.id))
+
     def _hint(self, item: _Launched, node_id: str) -> None:
         """A failed job whose last output mentions a CUDA or NCCL error leaves a hint for
         operators (many such hints on one node point at the node). Best effort."""
@@ -316,7 +325,8 @@ class LauncherController:
         if decision.finish is not None and decision.restart:
             finish = decision.finish
             give_up = (finish.state, finish.reason, finish.message, finish.exit_code)
-            requeue_after_fault(session, job, first, _ended_at(run, first, now), give_up, now)
+            requeue_after_fault(session, job, first, self._ended_at(run, first, now), give_up,
+                                now)
         elif decision.finish is not None:
             finish = decision.finish
             transition(
@@ -324,7 +334,7 @@ class LauncherController:
                 job,
                 finish.state,
                 finish.reason,
-                _ended_at(run, first, now),
+                self._ended_at(run, first, now),
                 finish.message,
                 exit_code=finish.exit_code,
             )
@@ -371,12 +381,16 @@ def _load_runs(session: Session, items: Sequence[_Launched]
     return jobs, allocations
 
 
-def _ended_at(run: RunStatus, allocation: Allocation, now: datetime) -> datetime:
+def _ended_at(run: RunStatus, allocation: Allocation, now: datetime,
+              seen_running: datetime | None) -> datetime:
     """When the engine saw the run end (it may have ended while the control plane was down),
-    kept between the start we recorded and now, so that clocks that disagree cannot reorder."""
+    kept between the start we recorded and now, so that clocks that disagree cannot reorder;
+    and never before the launcher last saw it running (metering may have charged up to then:
+    the engine's clock or its exit bookkeeping can lag that sighting)."""
     if run.finished_at is None or allocation.started_at is None:
         return now
-    return max(allocation.started_at, min(now, run.finished_at))
+    ended = max(allocation.started_at, min(now, run.finished_at))
+    return ended if seen_running is None else max(ended, min(now, seen_running))
 
 
 def _acts(decision: Decision) -> bool:

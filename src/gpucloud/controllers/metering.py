@@ -105,7 +105,7 @@ class MeteringController:
         for allocation_id, started, released, active, metered in rows:
             if started is None:  # excluded by the query; narrows the type
                 continue
-            end = now if active or released is None else released
+            end = self._charge_until(allocation_id, active, released, now) or started
             unmetered = int((end - started).total_seconds()) - (metered or 0)
             if not active or unmetered >= interval:  # batch: once per interval, to the second
                 due.append(allocation_id)
@@ -119,9 +119,10 @@ class MeteringController:
         )
         if meter.final:
             return
-        end = allocation.released_at if not allocation.active else now
-        assert allocation.started_at is not None and end is not None
-        seconds = max(0, int((end - allocation.started_at).total_seconds()) - meter.metered_seconds)
+        assert allocation.started_at is not None
+        end = self._charge_until(allocation.id, allocation.active, allocation.released_at, now)
+        ran = int(((end or allocation.started_at) - allocation.started_at).total_seconds())
+        seconds = max(0, ran - meter.metered_seconds)
         meter.final = not allocation.active
         if not seconds:
             return
@@ -166,6 +167,16 @@ class MeteringController:
         meter.remainder = charge.remainder
         meter.charged_minor += charge.money_minor
         meter.card_seconds_from_packages += charge.package_card_seconds
+
+    def _charge_until(self, allocation_id: str, active: bool, released: datetime | None,
+                      now: datetime) -> datetime | None:
+        """A released allocation to its end; a running one only to when the launcher last saw
+        it running (controllers/run_watch.py), so a run that ended unseen is never charged
+        past its end. None: nothing may be charged yet."""
+        if not active and released is not None:
+            return released
+        seen = self.ctx.seen_running.until(allocation_id)
+        return None if seen is None else min(now, seen)
 
     def _new_meter(self, session: Session, allocation: Allocation, job: Job) -> AllocationMeter:
         assert allocation.started_at is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 
@@ -14,6 +15,8 @@ from gpucloud.controllers.runtime import ControlLoop
 from gpucloud.core.clock import ManualClock
 from gpucloud.core.ids import IdFactory
 from gpucloud.engines.base import NodeReport
+from gpucloud.engines.discovery import local_nodes
+from gpucloud.engines.local import LocalEngine
 from gpucloud.server import controllers_for
 from gpucloud.store.accounts import bootstrap_operator
 from gpucloud.store.db import Database
@@ -66,3 +69,12 @@ def make_harness(
     loop = ControlLoop(controllers_for(ctx), tick_s=0)
     loop.run_pass()
     return Harness(ctx, engine, clock, loop, admin_token)
+
+
+def local_engine_harness(db: Database, data_dir: Path, gpus: str = "8xH100",
+                         stop_grace_s: float = 2) -> Harness:
+    """The real local engine (real processes in ``data_dir``) on simulated GPUs, with the
+    inventory read every pass so that tests need not wait for its heartbeat."""
+    engine = LocalEngine(data_dir, local_nodes(gpus)[0])
+    return make_harness(db, engine, tunables=Tunables(  # type: ignore[arg-type]
+        stop_grace_s=stop_grace_s, inventory_interval_s=0, node_silence_s=0))

@@ -18,19 +18,16 @@ from sqlalchemy import select
 
 from gpucloud.client.client import Client
 from gpucloud.client.storage import write_tar
-from gpucloud.controllers.context import Tunables
 from gpucloud.controllers.volume_usage import VolumeUsageController
 from gpucloud.core.errors import InvalidRequest
 from gpucloud.engines import mount_ns
-from gpucloud.engines.discovery import local_nodes
-from gpucloud.engines.local import LocalEngine
 from gpucloud.engines.storage_dirs import node_cache_dir, storage_root, version_dir
 from gpucloud.store import node_cache
 from gpucloud.store.db import Database
 from gpucloud.store.models import Allocation, Job
 from tests.billing_api import bearer, tenant
 from tests.fakes import FakeEngine, gpu_node
-from tests.harness import Harness, make_harness
+from tests.harness import Harness, local_engine_harness, make_harness
 from tests.servers import kill_job_processes
 
 pytestmark = pytest.mark.slow
@@ -45,9 +42,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def h(db: Database, data_dir: Path) -> Harness:
-    engine = LocalEngine(data_dir, local_nodes("2xH100")[0])
-    return make_harness(db, engine, tunables=Tunables(  # type: ignore[arg-type]
-        stop_grace_s=1, inventory_interval_s=0, node_silence_s=0))
+    return local_engine_harness(db, data_dir, "2xH100", stop_grace_s=1)
 
 
 @pytest.fixture

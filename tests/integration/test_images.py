@@ -14,13 +14,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from gpucloud.controllers.context import Tunables
-from gpucloud.engines.discovery import local_nodes
-from gpucloud.engines.local import LocalEngine
 from gpucloud.store import migrate
 from gpucloud.store.db import Database, sqlite_url
 from tests.billing_api import bearer, priced_api, tenant
-from tests.harness import Harness, make_harness
+from tests.harness import Harness, local_engine_harness
 from tests.integration.test_instances import create, in_state, run_in_shell, until
 from tests.servers import kill_job_processes
 
@@ -35,9 +32,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 def harness(db: Database, data_dir: Path) -> Harness:
-    engine = LocalEngine(data_dir, local_nodes("8xH100")[0])
-    return make_harness(db, engine, tunables=Tunables(  # type: ignore[arg-type]
-        stop_grace_s=2, inventory_interval_s=0, node_silence_s=0))
+    return local_engine_harness(db, data_dir, "8xH100", stop_grace_s=2)
 
 
 @pytest.fixture

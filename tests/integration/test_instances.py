@@ -15,14 +15,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from starlette.testclient import WebSocketDenialResponse
 
-from gpucloud.controllers.context import Tunables
 from gpucloud.core.states import Workload
-from gpucloud.engines.discovery import local_nodes
-from gpucloud.engines.local import LocalEngine
 from gpucloud.store.db import Database
 from gpucloud.store.models import DeviceClaim, Job, MeteredLease
 from tests.billing_api import bearer, priced_api, tenant, wallet
-from tests.harness import Harness, make_harness
+from tests.harness import Harness, local_engine_harness
 from tests.servers import kill_job_processes
 
 pytestmark = pytest.mark.slow
@@ -37,9 +34,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def h(db: Database, data_dir: Path) -> Harness:
-    engine = LocalEngine(data_dir, local_nodes("8xH100")[0])
-    return make_harness(db, engine, tunables=Tunables(  # type: ignore[arg-type]
-        stop_grace_s=2, inventory_interval_s=0, node_silence_s=0))
+    return local_engine_harness(db, data_dir, "8xH100", stop_grace_s=2)
 
 
 def until(h: Harness, probe: Callable[[], Any], what: str, timeout_s: float = 30) -> Any:

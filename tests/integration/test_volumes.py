@@ -18,17 +18,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from gpucloud.controllers.context import Tunables
 from gpucloud.controllers.volume_usage import VolumeUsageController
 from gpucloud.core.errors import EngineError
 from gpucloud.engines import mount_ns, volume_loop
-from gpucloud.engines.discovery import local_nodes
-from gpucloud.engines.local import LocalEngine
 from gpucloud.engines.storage_dirs import storage_root, volume_dir
 from gpucloud.store.db import Database
 from gpucloud.store.models import Event, Job, MeteredLease
 from tests.billing_api import bearer, priced_api, run_for, tenant, wallet
-from tests.harness import Harness, make_harness
+from tests.harness import Harness, local_engine_harness
 from tests.servers import kill_job_processes
 
 pytestmark = pytest.mark.slow
@@ -49,9 +46,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.fixture
 def h(db: Database, data_dir: Path) -> Harness:
-    engine = LocalEngine(data_dir, local_nodes("2xH100")[0])
-    return make_harness(db, engine, tunables=Tunables(  # type: ignore[arg-type]
-        stop_grace_s=1, inventory_interval_s=0, node_silence_s=0))
+    return local_engine_harness(db, data_dir, "2xH100", stop_grace_s=1)
 
 
 @pytest.fixture

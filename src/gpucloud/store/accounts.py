@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
@@ -119,8 +120,19 @@ def principal_of(user: User) -> Principal:
     )
 
 
+@dataclass(frozen=True)
+class CheckedToken:
+    principal: Principal
+    expires_at: datetime | None
+
+
 def authenticate(session: Session, secret: str, now: datetime) -> Principal:
-    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(secret)))
+    return check_token(session, hash_token(secret), now).principal
+
+
+def check_token(session: Session, token_hash: str, now: datetime) -> CheckedToken:
+    """The caller a token stands for, and until when the token is valid."""
+    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == token_hash))
     if token is None or token.revoked_at is not None:
         raise Unauthenticated(
             "the API token is unknown or revoked; create one with "
@@ -128,7 +140,7 @@ def authenticate(session: Session, secret: str, now: datetime) -> Principal:
         )
     if token.expires_at is not None and as_utc(token.expires_at) <= now:
         raise Unauthenticated("the API token has expired; create a new one")
-    return principal_of(token.user)
+    return CheckedToken(principal_of(token.user), token.expires_at)
 
 
 def bootstrap_operator(session: Session, ids: IdFactory, now: datetime) -> str | None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import Header, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gpucloud.api import idempotent
 from gpucloud.api.deps import PlatformDep, PrincipalDep
+from gpucloud.api.routing import api_router
 from gpucloud.api.views import tenant_out, token_out, user_out
 from gpucloud.core.errors import NotFound
 from gpucloud.core.tenancy import Principal, Role
@@ -30,7 +31,7 @@ from gpucloud.store import accounts
 from gpucloud.store.models import ApiToken, Tenant, User
 from gpucloud.store.paging import paginate
 
-router = APIRouter(prefix="/v1", tags=["accounts"])
+router = api_router(prefix="/v1", tags=["accounts"])
 Limit = Annotated[int, Query(ge=1, le=500)]
 IdempotencyKey = Annotated[str | None, Header()]
 
@@ -185,4 +186,6 @@ def revoke_token(token_id: str, platform: PlatformDep, who: PrincipalDep) -> Tok
             raise NotFound("token", token_id)
         if token.revoked_at is None:
             token.revoked_at = platform.ctx.clock.now()
-        return token_out(token)
+        out = token_out(token)
+    platform.tokens.forget(token.token_hash)  # committed: no request here may use it again
+    return out

@@ -13,20 +13,21 @@ import contextlib
 
 import httpx
 import websockets
-from fastapi import APIRouter, Request, WebSocket
+from fastapi import Request, WebSocket
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from websockets.asyncio.client import ClientConnection
 
 from gpucloud.api import http_proxy, instance_access
 from gpucloud.api.deps import Platform
+from gpucloud.api.routing import api_router
 from gpucloud.api.terminal import deny
 from gpucloud.core.errors import Conflict, GpucloudError
 from gpucloud.core.instances import jupyter_base_url
 from gpucloud.core.tenancy import Principal
 from gpucloud.engines.instance_host import JupyterAddress, jupyter_address
 
-router = APIRouter(tags=["instances"])
+router = api_router(tags=["instances"])
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 _client: httpx.AsyncClient | None = None
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette import routing as starlette_routing
 from starlette.background import BackgroundTask
@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from gpucloud.api import http_proxy, instance_access
 from gpucloud.api.deps import Platform, client_address
 from gpucloud.api.problems import problem
+from gpucloud.api.routing import api_router
 from gpucloud.api.upstream import Answer, UpstreamError, UpstreamPool, UpstreamUnavailable
 from gpucloud.controllers.service_traffic import TRAFFIC, ServiceTraffic
 from gpucloud.core.errors import GpucloudError, NotFound, Unauthenticated
@@ -41,7 +42,7 @@ from gpucloud.core.services import ReplicaState
 from gpucloud.core.tenancy import Principal
 from gpucloud.store import services as store
 
-router = APIRouter(tags=["services"])  # its routes are added below, once defined
+router = api_router(tags=["services"])  # its routes are added below, once defined
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 ROUTE_TTL_S = 0.5  # how stale the READY set may be (the controller drains for longer)
 AUTH_TTL_S = 2.0  # a revoked token keeps working through the router for at most this long

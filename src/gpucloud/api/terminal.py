@@ -21,15 +21,16 @@ import struct
 import subprocess
 import termios
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
 from gpucloud.api import instance_access
 from gpucloud.api.deps import Platform
+from gpucloud.api.routing import api_router
 from gpucloud.core.errors import GpucloudError
 from gpucloud.engines.instance_host import ShellContext, shell_context
 
-router = APIRouter(tags=["instances"])
+router = api_router(tags=["instances"])
 log = logging.getLogger("gpucloud.terminal")
 WATCH_S = 1.0  # how often a session checks that its instance still runs
 READ_CHUNK = 65536

@@ -13,11 +13,11 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
 from gpucloud.api.problems import TITLES, status_of
+from gpucloud.api.routing import OneHopRoute
 from gpucloud.console import auth, csrf, render
 from gpucloud.console.sessions import SignInRequired
 from gpucloud.core.errors import GpucloudError
@@ -26,7 +26,7 @@ from gpucloud.core.jobspec import describe_validation_error
 SIGN_IN_PATH = "/login"  # its CSRF secret is the pre-session cookie's, not a session's
 
 
-class ConsoleRoute(APIRoute):
+class ConsoleRoute(OneHopRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint = super().get_route_handler()
         cookie = auth.SIGNIN_COOKIE if self.path == SIGN_IN_PATH else auth.SESSION_COOKIE

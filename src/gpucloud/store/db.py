@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 # The database is away (restarting, a dropped connection, a full pool, a lock or serialization
 # failure): the work was not done and may be retried. The API answers 503, controllers back off.
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
+POOL_SIZE = 24
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -37,11 +38,14 @@ class Database:
     def __init__(self, url: str, echo: bool = False) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        kwargs: dict[str, Any] = {"echo": echo}
+        # The pool keeps a connection for each API thread (api/app.py, API_THREADS) and the
+        # controllers: a connection opened past the pool is closed after use, and reopening one
+        # (SQLite's PRAGMAs) was a tenth of the API's time under load.
+        kwargs: dict[str, Any] = {"echo": echo, "pool_size": POOL_SIZE, "max_overflow": 10}
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
-            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+            kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             _configure_sqlite(self.engine)

@@ -7,11 +7,12 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gpucloud.api.deps import PlatformDep, PrincipalDep
+from gpucloud.api.routing import api_router
 from gpucloud.billing.money import Money
 from gpucloud.core.errors import InvalidRequest
 from gpucloud.core.fleet import AssetKind, Record
@@ -41,7 +42,7 @@ from gpucloud.store.fleet_report import fleet_report
 from gpucloud.store.models_fleet import Asset, AssetLink
 from gpucloud.store.paging import paginate
 
-router = APIRouter(tags=["fleet"])
+router = api_router(tags=["fleet"])
 
 
 @router.post("/v1/assets/import", response_model=AssetImportOut)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import Header, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from gpucloud.api import idempotent
 from gpucloud.api.deps import PlatformDep, PrincipalDep
 from gpucloud.api.routes.assets import asset_out
+from gpucloud.api.routing import api_router
 from gpucloud.billing.money import Money
 from gpucloud.billing.pricing import PriceVersion, version_at
 from gpucloud.core.baremetal import (
@@ -51,7 +52,7 @@ from gpucloud.store.prices import load_versions
 from gpucloud.store.settings import get_setting
 from gpucloud.store.transitions import record_event
 
-router = APIRouter(tags=["baremetal"])
+router = api_router(tags=["baremetal"])
 _B = BareMetalState
 
 

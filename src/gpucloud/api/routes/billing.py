@@ -7,11 +7,12 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import Header, Query
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from gpucloud.api.deps import Platform, PlatformDep, PrincipalDep, visible_tenant
+from gpucloud.api.routing import api_router
 from gpucloud.billing.funds import burn_units_per_second, seconds_left
 from gpucloud.billing.money import Money, parse_amount
 from gpucloud.billing.pricing import (
@@ -52,7 +53,7 @@ from gpucloud.store.prices import add_version, latest_version_number, load_versi
 from gpucloud.store.scheduling_input import fleet, never_fits_job
 from gpucloud.store.settings import all_settings, set_setting
 
-router = APIRouter(prefix="/v1", tags=["billing"])
+router = api_router(prefix="/v1", tags=["billing"])
 IdempotencyKey = Annotated[str | None, Header()]
 
 

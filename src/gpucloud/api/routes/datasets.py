@@ -7,7 +7,7 @@ import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import Header, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gpucloud.api import idempotent
 from gpucloud.api.deps import Platform, PlatformDep, PrincipalDep
+from gpucloud.api.routing import api_router
 from gpucloud.core.datasets import (
     check_dataset_name,
     dataset_env_name,
@@ -46,7 +47,7 @@ from gpucloud.store import datasets as store
 from gpucloud.store import node_cache
 from gpucloud.store.models_workspaces import Dataset, DatasetVersion, NodeCacheEntry
 
-router = APIRouter(tags=["datasets"])
+router = api_router(tags=["datasets"])
 TAR_BODY = {"requestBody": {"required": True, "content": {
     "application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}}
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from gpucloud.api.deps import PlatformDep, PrincipalDep
+from gpucloud.api.routing import api_router
 from gpucloud.api.views import event_out
 from gpucloud.schemas import EventOut, Page
 from gpucloud.store.jobs import visible_events
 
-router = APIRouter(prefix="/v1/events", tags=["events"])
+router = api_router(prefix="/v1/events", tags=["events"])
 
 
 @router.get("", response_model=Page[EventOut])

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import Body, Query
 from sqlalchemy import select
 
 from gpucloud.api.deps import PlatformDep, PrincipalDep
+from gpucloud.api.routing import api_router
 from gpucloud.api.views import fault_out
 from gpucloud.core.errors import InvalidRequest, NotFound
 from gpucloud.core.faults import SignalKind, parse_xid_policy, policy_document
@@ -17,7 +18,7 @@ from gpucloud.store.health import XID_POLICY_KEY, set_xid_policy, xid_policy
 from gpucloud.store.models import Fault, Node, PlatformSetting
 from gpucloud.store.paging import paginate
 
-router = APIRouter(tags=["health"])
+router = api_router(tags=["health"])
 INJECTABLE = (SignalKind.XID, SignalKind.ECC, SignalKind.HEARTBEAT_LOSS)
 
 

@@ -3,10 +3,10 @@ build, ``save`` an instance's environment as a private image, delete a private o
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from sqlalchemy.orm import Session
 
 from gpucloud.api.deps import PlatformDep, PrincipalDep
+from gpucloud.api.routing import api_router
 from gpucloud.controllers.images import catalogue
 from gpucloud.core.errors import Conflict, NotFound
 from gpucloud.core.images import DEFAULT_BASE, BuildState, Preset
@@ -20,7 +20,7 @@ from gpucloud.store import images as store
 from gpucloud.store import instances as instance_store
 from gpucloud.store.models_images import PrivateImage
 
-router = APIRouter(prefix="/v1/images", tags=["images"])
+router = api_router(prefix="/v1/images", tags=["images"])
 
 
 @router.get("", response_model=Page[ImageOut])

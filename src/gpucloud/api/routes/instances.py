@@ -7,13 +7,14 @@ from __future__ import annotations
 import importlib.util
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import Header, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from gpucloud.api import idempotent
 from gpucloud.api.deps import Platform, PlatformDep, PrincipalDep, visible_tenant
 from gpucloud.api.routes.jobs import check_can_run
+from gpucloud.api.routing import api_router
 from gpucloud.api.views import event_out
 from gpucloud.billing.leases import LeaseKind
 from gpucloud.billing.leases import price_per_hour_minor as lease_price_per_hour
@@ -36,7 +37,7 @@ from gpucloud.store.jobs import active_allocations
 from gpucloud.store.models_instances import Instance, InstanceIdlePolicy
 from gpucloud.store.prices import load_versions
 
-router = APIRouter(tags=["instances"])
+router = api_router(tags=["instances"])
 SHOWN_EVENTS = 20
 
 

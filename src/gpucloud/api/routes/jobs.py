@@ -6,12 +6,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from gpucloud.api import idempotent
 from gpucloud.api.deps import Platform, PlatformDep, PrincipalDep
+from gpucloud.api.routing import api_router
 from gpucloud.api.views import event_out, job_out
 from gpucloud.controllers.images import check_image
 from gpucloud.core.errors import ExceedsQuota, InsufficientFunds, NeverFits
@@ -26,7 +27,7 @@ from gpucloud.store.limit_gate import LimitGate
 from gpucloud.store.models import Job
 from gpucloud.store.scheduling_input import fleet, never_fits_job
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = api_router(prefix="/v1/jobs", tags=["jobs"])
 LOG_POLL_S = 0.25
 # A file offset the OS can seek to (a larger one was a 500 mid-stream: found by schemathesis).
 MAX_LOG_OFFSET = 2**63 - 1

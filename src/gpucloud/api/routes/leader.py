@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from gpucloud.api.deps import PlatformDep, PrincipalDep
+from gpucloud.api.routing import api_router
 from gpucloud.core.leadership import CONTROLLERS
 from gpucloud.schemas.control import LeaderOut
 from gpucloud.store.leader import read_lease
 
-router = APIRouter(prefix="/v1", tags=["admin"])
+router = api_router(prefix="/v1", tags=["admin"])
 
 
 @router.get("/admin/leader", response_model=LeaderOut)

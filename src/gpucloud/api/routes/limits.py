@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from gpucloud.api.deps import PlatformDep, PrincipalDep, visible_tenant
+from gpucloud.api.routing import api_router
 from gpucloud.billing.limits import Limit, LimitKind, Period, parse_limit
 from gpucloud.core.catalog import resolve_model
 from gpucloud.core.errors import NotFound
@@ -15,7 +16,7 @@ from gpucloud.schemas import LimitIn, LimitOut
 from gpucloud.store.limit_gate import LimitGate
 from gpucloud.store.limits import remove_limit, set_limit
 
-router = APIRouter(prefix="/v1", tags=["limits"])
+router = api_router(prefix="/v1", tags=["limits"])
 
 
 @router.get("/limits", response_model=list[LimitOut])

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gpucloud.api.deps import PlatformDep, PrincipalDep
+from gpucloud.api.routing import api_router
 from gpucloud.metrics.collector import FleetCollector
 
-router = APIRouter(tags=["metrics"])
+router = api_router(tags=["metrics"])
 
 
 def _registry(request: Request, platform: PlatformDep) -> CollectorRegistry:

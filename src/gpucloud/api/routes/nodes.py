@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gpucloud.api.deps import PlatformDep, PrincipalDep
+from gpucloud.api.routing import api_router
 from gpucloud.api.views import nodes_out
 from gpucloud.core.errors import NotFound
 from gpucloud.schemas import NodeOut, Page, QuarantineIn
@@ -16,7 +17,7 @@ from gpucloud.store.inventory import quarantine_node, return_device, return_node
 from gpucloud.store.models import Node
 from gpucloud.store.paging import paginate
 
-router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
+router = api_router(prefix="/v1/nodes", tags=["nodes"])
 
 
 @router.get("", response_model=Page[NodeOut])

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
@@ -14,6 +14,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from gpucloud.api import idempotent, service_router
 from gpucloud.api.deps import Platform, PlatformDep, PrincipalDep
 from gpucloud.api.routes.jobs import _log_stream, check_can_run
+from gpucloud.api.routing import api_router
 from gpucloud.api.views import event_out
 from gpucloud.billing.pricing import price_per_hour_minor, version_at
 from gpucloud.controllers.service_traffic import TRAFFIC
@@ -40,7 +41,7 @@ from gpucloud.store.models import Tenant
 from gpucloud.store.models_services import Service, ServiceReplica
 from gpucloud.store.prices import load_versions
 
-router = APIRouter(tags=["services"])
+router = api_router(tags=["services"])
 router.include_router(service_router.router)
 SHOWN_EVENTS = 20
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import Header, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from gpucloud.api import idempotent
 from gpucloud.api.deps import Platform, PlatformDep, PrincipalDep, visible_tenant
+from gpucloud.api.routing import api_router
 from gpucloud.api.views import event_out
 from gpucloud.billing.leases import LeaseKind, price_per_hour_minor
 from gpucloud.billing.pricing import version_at
@@ -33,7 +34,7 @@ from gpucloud.store import volumes as store
 from gpucloud.store.models_workspaces import Volume, VolumeQuota
 from gpucloud.store.prices import load_versions
 
-router = APIRouter(tags=["volumes"])
+router = api_router(tags=["volumes"])
 SHOWN_EVENTS = 20
 
 

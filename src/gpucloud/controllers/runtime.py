@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -49,12 +50,16 @@ class ControlLoop:
         tick_s: float,
         coalesce_s: float = 0.05,
         leadership: Leadership | None = None,
+        min_gap_s: float = 0.25,
     ) -> None:
         self.controllers = list(controllers)
         self.leadership = leadership  # None: a single replica that always runs the controllers
         self.tick_s = tick_s
         # After a wake-up, wait this long so that a burst of API writes shares one pass.
         self.coalesce_s = coalesce_s
+        # Under a stream of writes, passes start at least this far apart: each pass reads every
+        # kind of work, so back-to-back passes would take the CPU the API needs (bench/load.py).
+        self.min_gap_s = min_gap_s
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -133,11 +138,13 @@ class ControlLoop:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             self.run_pass()
             if self.failing_passes:  # a wake-up cannot help while the database is away
                 self._stop.wait(self.next_wait_s())
             elif self._wake.wait(self.tick_s) and not self._stop.is_set():
-                self._stop.wait(self.coalesce_s)
+                gap = self.min_gap_s - (time.monotonic() - started)
+                self._stop.wait(max(self.coalesce_s, gap))
             self._wake.clear()
 
     def stop(self, timeout: float = 10.0) -> None:

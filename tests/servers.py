@@ -15,6 +15,9 @@ from pathlib import Path
 import httpx
 
 
+READY_LINE = b"gpucloud is up at"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -75,11 +78,13 @@ def start_server(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
+        # The banner comes once every API worker (--workers) serves, not only the first.
+        if READY_LINE in log.read_bytes():
+            try:
+                if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                    return server
+            except httpx.HTTPError:
+                pass
         time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"server did not become healthy:\n{log.read_text()}")

@@ -8,9 +8,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 from gpucloud.api.deps import Platform
+from gpucloud.api_workers import listening_socket, start_workers, stop_workers
 from gpucloud.controllers.admission import AdmissionController
 from gpucloud.controllers.baremetal import BareMetalController
 from gpucloud.controllers.context import Context, Tunables
@@ -134,7 +137,8 @@ def build(settings: Settings, clock: Clock | None = None) -> ControlPlane:
     # (a follower's leader has done it).
     loop.keep_lease_once()
     loop.run_pass(loop.controllers[:1])
-    platform = Platform(ctx, loop, auth_max_failures=settings.auth_max_failures)
+    platform = Platform(ctx, loop, auth_max_failures=settings.auth_max_failures,
+                        auth_cache_s=settings.auth_cache_s)
     return ControlPlane(settings, platform, loop, built.note, secret)
 
 
@@ -147,43 +151,47 @@ def write_secret(path: Path, secret: str) -> None:
     path.chmod(0o600)
 
 
-def serve(plane: ControlPlane, on_ready: Callable[[], None] | None = None) -> None:
-    """Run the API and the controllers until interrupted."""
+def serve(
+    plane: ControlPlane,
+    on_ready: Callable[[], None] | None = None,
+    shared_port: bool = False,
+) -> None:
+    """Run the API and the controllers until interrupted; with ``settings.workers`` > 1 the
+    other API processes too, once this one serves. ``shared_port``: this is such a worker."""
     import uvicorn
 
     from gpucloud.api.app import create_app
 
+    settings = plane.settings
     app = create_app(plane.platform)
-    config = uvicorn.Config(
-        app,
-        host=plane.settings.host,
-        port=plane.settings.port,
-        log_level="warning",
-        access_log=False,
-    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
+    sock = listening_socket(settings.host, settings.port, shared_port or settings.workers > 1)
+    workers: list[BaseProcess] = []
+
+    def ready() -> None:
+        if settings.workers > 1:  # serving is announced when every worker serves too
+            workers.extend(start_workers(settings))
+        if on_ready is not None:
+            on_ready()
+
     plane.loop.start()
-    if on_ready is not None:
-        threading.Thread(
-            target=_announce_when_serving, args=(plane.settings.url, on_ready), daemon=True
-        ).start()
+    threading.Thread(target=_when_serving, args=(server, ready), daemon=True).start()
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
+        stop_workers(workers)
         plane.loop.stop()
         plane.platform.ctx.db.dispose()
+        sock.close()
 
 
-def _announce_when_serving(url: str, on_ready: Callable[[], None], timeout_s: float = 30) -> None:
-    """Call ``on_ready`` once /healthz answers, so what we print is true when printed."""
-    import httpx
-
+def _when_serving(server: Any, on_ready: Callable[[], None], timeout_s: float = 60) -> None:
+    """Call ``on_ready`` once uvicorn listens and the app has started, so what we print is
+    true when printed (a worker cannot ask its own URL: the kernel may answer from another)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                on_ready()
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    while time.monotonic() < deadline and not server.should_exit:
+        if server.started:
+            on_ready()
+            return
+        time.sleep(0.05)

@@ -24,6 +24,8 @@ class Settings:
     database_url: str | None = None  # default: SQLite in data_dir
     stop_grace_s: float = 10.0
     auth_max_failures: int = 20  # failed token checks per client address a minute; 0: no limit
+    workers: int = 1  # API processes on the port (api_workers.py)
+    auth_cache_s: float = 5.0  # how long a checked token's caller is remembered (api/token_cache)
     # --engine slurm (see docs/slurm.md): the CLI with a slurm.conf, or slurmrestd.
     slurm_conf: Path | None = None  # default: $SLURM_CONF, else /etc/slurm/slurm.conf
     slurm_api: str | None = None  # "cli" or "rest"; default: the CLI where it is installed

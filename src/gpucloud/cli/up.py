@@ -114,6 +114,14 @@ def up(
         int, typer.Option(help="Failed token checks a client address may make per minute "
                           "before it gets 429 (0: no limit; see docs/security.md).")
     ] = 20,
+    workers: Annotated[
+        int, typer.Option(help="API processes on the port (each takes a core; the "
+                          "controllers run in one of them: docs/operations.md).")
+    ] = 1,
+    auth_cache_s: Annotated[
+        float, typer.Option(help="Seconds a checked token's caller is remembered (0: check "
+                            "every request); a revocation on another replica waits this long.")
+    ] = 5.0,
     slurm_conf: Annotated[
         Path | None,
         typer.Option(help="--engine slurm: the slurm.conf (default: $SLURM_CONF).",
@@ -169,6 +177,10 @@ def up(
         raise InputError(f"--stop-grace-s must be zero or more, got {stop_grace_s:g}")
     if auth_max_failures < 0:
         raise InputError(f"--auth-max-failures must be zero or more, got {auth_max_failures}")
+    if not 1 <= workers <= 64:
+        raise InputError(f"--workers must be between 1 and 64, got {workers}")
+    if not 0 <= auth_cache_s <= 60:
+        raise InputError(f"--auth-cache-s must be between 0 and 60, got {auth_cache_s:g}")
     check_port_free(host, port)
     settings = Settings(
         data_dir=(data_dir or default_data_dir()).expanduser().resolve(),
@@ -179,6 +191,8 @@ def up(
         database_url=database_url,
         stop_grace_s=stop_grace_s,
         auth_max_failures=auth_max_failures,
+        auth_cache_s=auth_cache_s,
+        workers=workers,
         slurm_conf=slurm_conf.expanduser().resolve() if slurm_conf else None,
         slurm_api=slurm_api,
         slurm_rest_url=slurm_rest_url,
@@ -192,7 +206,7 @@ def up(
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    with _sigterm_stops():
+    with sigterm_stops():
         plane = _build(settings)
         text = banner(settings, plane.engine_note, plane.new_admin_token is not None)
         server.serve(plane, on_ready=lambda: console.print(text, markup=False))
@@ -226,7 +240,7 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_stops() -> Iterator[None]:
+def sigterm_stops() -> Iterator[None]:
     """Make SIGTERM a clean stop like Ctrl-C. While serving, uvicorn takes the signal, shuts
     down gracefully and then re-raises it; the default action would kill the process before
     ``server.serve`` has stopped the control loop."""

@@ -81,6 +81,7 @@ class Sample:
     lag_ms: float  # scheduled send -> actually sent (the driver's own delay)
     status: int  # 0: no answer (connection error or timeout)
     error: str
+    at_s: float = 0.0  # when it was scheduled, from the start of the run
 
 
 # --- the driver: a second process -------------------------------------------------------------
@@ -97,6 +98,7 @@ class Driver:
         self.node_ids = node_ids
         self.rng = random.Random(seed)
         self.samples: list[Sample] = []
+        self.started = 0.0
 
     def pick(self) -> tuple[str, str, str]:
         """(operation, class, the id it acts on), chosen when the request is scheduled."""
@@ -151,12 +153,13 @@ class Driver:
             error = f"no answer {DRAIN_S:g} s after the run ended"
         done = loop.time()
         self.samples.append(
-            Sample(op, kind, (done - scheduled) * 1000, (sent - scheduled) * 1000, status, error)
+            Sample(op, kind, (done - scheduled) * 1000, (sent - scheduled) * 1000, status, error,
+                   scheduled - self.started)
         )
 
     async def run(self, rate: float, duration_s: float) -> None:
         loop = asyncio.get_running_loop()
-        start = loop.time() + 0.2
+        start = self.started = loop.time() + 0.2
         pending: set[asyncio.Task[None]] = set()
         for i in range(int(rate * duration_s)):
             scheduled = start + i / rate
@@ -167,7 +170,7 @@ class Driver:
             if len(pending) >= MAX_IN_FLIGHT:
                 # The server is this far behind: shed the request (an error, no latency), as a
                 # client with a bounded connection pool would, rather than queue without end.
-                self.samples.append(Sample(op, kind, -1.0, 0.0, 0, SHED))
+                self.samples.append(Sample(op, kind, -1.0, 0.0, 0, SHED, scheduled - start))
                 continue
             task = asyncio.create_task(self.one(op, kind, ref, scheduled))
             pending.add(task)
@@ -269,7 +272,7 @@ def summarise(samples: list[Sample]) -> dict[str, Any]:
 
 
 def run(duration_s: float, rate: float, database_url: str | None, seed: int,
-        workers: int) -> dict[str, Any]:
+        workers: int, keep_samples: Path | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         extra = ["--simulate-gpus", "8xH100", "--workers", str(workers)]
@@ -292,6 +295,8 @@ def run(duration_s: float, rate: float, database_url: str | None, seed: int,
                 wall_s = time.monotonic() - began
                 healthy = httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
                 samples = [Sample(**s) for s in json.loads(samples_path.read_text())]
+                if keep_samples is not None:
+                    keep_samples.write_text(samples_path.read_text())
             finally:
                 server.stop()
                 kill_job_processes(data_dir)
@@ -356,11 +361,14 @@ def main() -> None:
     parser.add_argument("--database-url", help="a PostgreSQL server (SQLAlchemy URL): the "
                         "bench makes a database of its own there, and drops it afterwards")
     parser.add_argument("--seed", type=int, default=12)
+    parser.add_argument("--samples", type=Path, help="also write every request's figures "
+                        "(JSON) here")
     parser.add_argument("--workers", type=int, default=WORKERS,
                         help="gpucloud up --workers: API processes on the port")
     args = parser.parse_args()
     duration = args.duration or (CI_S if args.ci else FULL_S)
-    report = run(duration, args.rate, args.database_url, args.seed, args.workers)
+    report = run(duration, args.rate, args.database_url, args.seed, args.workers,
+                 args.samples)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

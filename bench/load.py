@@ -330,7 +330,8 @@ def _none() -> Iterator[None]:
 def print_report(report: dict[str, Any]) -> None:
     machine = report["machine"]
     print(f"machine: {machine['cpu_model']} x{machine['cpus']}, Python {machine['python']}")
-    print(f"{report['database']}, {report['workers']} API worker(s), {report['rate_rps']:g} requests/s open-loop for "
+    print(f"{report['database']}, {report['workers']} API worker(s), "
+          f"{report['rate_rps']:g} requests/s open-loop for "
           f"{report['duration_s']:g} s: {report['requests']} requests "
           f"({report['achieved_rps']} /s achieved), driver lag p99 "
           f"{report['driver_lag_p99_ms']} ms")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 
-
 READY_LINE = b"gpucloud is up at"
 
 

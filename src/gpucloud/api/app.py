@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-import anyio.to_thread
 from fastapi import FastAPI
 
 import gpucloud
@@ -22,20 +18,9 @@ from gpucloud.api.routes import metrics as metrics_routes
 from gpucloud.api.routes import services as service_routes
 from gpucloud.api.routes import volumes as volume_routes
 
-# Sync endpoints run in AnyIO's worker threads (40 by default). On a few cores more threads do
-# not answer sooner; they take turns at the GIL and each holds a database connection.
-API_THREADS = 4
-
-
-@asynccontextmanager
-async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    anyio.to_thread.current_default_thread_limiter().total_tokens = API_THREADS
-    yield
-
 
 def create_app(platform: Platform) -> FastAPI:
     app = FastAPI(
-        lifespan=_lifespan,
         title="gpucloud",
         version=gpucloud.__version__,
         description="A self-service, metered, self-healing GPU cloud. Authenticate with "

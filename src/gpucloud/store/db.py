@@ -38,7 +38,7 @@ class Database:
     def __init__(self, url: str, echo: bool = False) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        # The pool keeps a connection for each API thread (api/app.py, API_THREADS) and the
+        # The pool keeps a connection for each API thread (api/routing.py) and the
         # controllers: a connection opened past the pool is closed after use, and reopening one
         # (SQLite's PRAGMAs) was a tenth of the API's time under load.
         kwargs: dict[str, Any] = {"echo": echo, "pool_size": POOL_SIZE, "max_overflow": 10}

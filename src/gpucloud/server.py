@@ -8,12 +8,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 from gpucloud.api.deps import Platform
-from gpucloud.api_workers import listening_socket, start_workers, stop_workers
+from gpucloud.api_workers import listening_socket, supervise
 from gpucloud.controllers.admission import AdmissionController
 from gpucloud.controllers.baremetal import BareMetalController
 from gpucloud.controllers.context import Context, Tunables
@@ -151,36 +150,39 @@ def write_secret(path: Path, secret: str) -> None:
     path.chmod(0o600)
 
 
-def serve(
+def serve(plane: ControlPlane, on_ready: Callable[[], None] | None = None) -> None:
+    """Run the API and the controllers until interrupted: in this process, or with
+    ``settings.workers`` > 1 the controllers here and the API in processes of its own."""
+    if plane.settings.workers > 1:
+        supervise(plane, on_ready)
+    else:
+        serve_api(plane, on_ready)
+
+
+def serve_api(
     plane: ControlPlane,
     on_ready: Callable[[], None] | None = None,
     shared_port: bool = False,
+    controllers: bool = True,
 ) -> None:
-    """Run the API and the controllers until interrupted; with ``settings.workers`` > 1 the
-    other API processes too, once this one serves. ``shared_port``: this is such a worker."""
+    """Serve the API until interrupted; ``controllers``: run the control loop here too.
+    ``shared_port``: other processes listen on the port as well (api_workers.py)."""
     import uvicorn
 
     from gpucloud.api.app import create_app
 
     settings = plane.settings
-    app = create_app(plane.platform)
-    config = uvicorn.Config(app, log_level="warning", access_log=False)
-    server = uvicorn.Server(config)
-    sock = listening_socket(settings.host, settings.port, shared_port or settings.workers > 1)
-    workers: list[BaseProcess] = []
-
-    def ready() -> None:
-        if settings.workers > 1:  # serving is announced when every worker serves too
-            workers.extend(start_workers(settings))
-        if on_ready is not None:
-            on_ready()
-
-    plane.loop.start()
-    threading.Thread(target=_when_serving, args=(server, ready), daemon=True).start()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(plane.platform), log_level="warning", access_log=False)
+    )
+    sock = listening_socket(settings.host, settings.port, shared_port)
+    if controllers:
+        plane.loop.start()
+    if on_ready is not None:
+        threading.Thread(target=_when_serving, args=(server, on_ready), daemon=True).start()
     try:
         server.run(sockets=[sock])
     finally:
-        stop_workers(workers)
         plane.loop.stop()
         plane.platform.ctx.db.dispose()
         sock.close()

@@ -1,9 +1,11 @@
-"""gpucloud up --workers 2: two processes answer on one port, one of them leads the
-controllers, work submitted to either runs, and stopping the first stops the other."""
+"""gpucloud up --workers 2: two API processes answer on one port, the process that was started
+runs the controllers (it holds the lease and serves no API), work submitted to either worker
+runs, a worker that dies is replaced, and the workers stop with the supervisor."""
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -16,6 +18,21 @@ def pid_of(replica: str) -> int:
     return int(replica.split(":")[2])  # host@ns:port:pid:nonce (store/leader.replica_id)
 
 
+def answering(url: str, headers: dict[str, str], want: int) -> dict[str, bool]:
+    """Replica id -> leads, of the processes that answered (a new connection each call:
+    the kernel picks a process per connection)."""
+    answers: dict[str, bool] = {}
+    for _ in range(80):
+        try:
+            body = httpx.get(f"{url}/v1/admin/leader", headers=headers).json()
+        except httpx.HTTPError:
+            continue  # a connection to the worker that was just killed
+        answers[body["replica"]] = body["replica_leads"]
+        if len(answers) == want:
+            break
+    return answers
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -24,21 +41,16 @@ def alive(pid: int) -> bool:
     return True
 
 
-def test_two_api_workers_share_the_port_and_the_first_leads(tmp_path: Path) -> None:
+def test_two_api_workers_share_the_port_and_the_supervisor_leads(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     server = start_server(data_dir, None, "--workers", "2", "--simulate-gpus", "2xH100")
     try:
         headers = {"Authorization": f"Bearer {server.token}"}
-        answers: dict[str, bool] = {}
-        for _ in range(60):  # a new connection each time: the kernel picks a process per one
-            body = httpx.get(f"{server.url}/v1/admin/leader", headers=headers).json()
-            answers[body["replica"]] = body["replica_leads"]
-            if len(answers) == 2:
-                break
+        answers = answering(server.url, headers, 2)
         assert len(answers) == 2, f"one process answered every connection: {answers}"
-        assert sorted(answers.values()) == [False, True]  # exactly one leads
-        leader = next(r for r, leads in answers.items() if leads)
-        assert pid_of(leader) == server.process.pid  # the first process took the lease
+        assert not any(answers.values())  # API processes run no controllers
+        holder = httpx.get(f"{server.url}/v1/admin/leader", headers=headers).json()["holder"]
+        assert pid_of(holder) == server.process.pid  # the supervisor holds the lease
 
         ids = []
         for _ in range(6):  # spread over both processes; the leader's controllers run them
@@ -56,30 +68,36 @@ def test_two_api_workers_share_the_port_and_the_first_leads(tmp_path: Path) -> N
             time.sleep(0.3)
         assert all(s == "SUCCEEDED" for s in states.values()), states
 
-        worker = next(pid_of(r) for r, leads in answers.items() if not leads)
+        first, second = (pid_of(r) for r in answers)
+        os.kill(first, signal.SIGKILL)  # the supervisor starts another in its place
+        deadline = time.monotonic() + 60
+        replaced: dict[str, bool] = {}
+        while time.monotonic() < deadline:
+            replaced = answering(server.url, headers, 2)
+            if len(replaced) == 2 and first not in {pid_of(r) for r in replaced}:
+                break
+            time.sleep(0.5)
+        pids = {pid_of(r) for r in replaced}
+        assert len(pids) == 2 and first not in pids and second in pids, replaced
+
         server.stop()
         deadline = time.monotonic() + 20
-        while alive(worker) and time.monotonic() < deadline:
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not alive(worker), "the worker outlived the first process"
+        assert not any(alive(p) for p in pids), "a worker outlived the supervisor"
     finally:
         server.stop()
         kill_job_processes(data_dir)
 
 
-def test_a_worker_stops_when_the_first_process_is_killed(tmp_path: Path) -> None:
+def test_the_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     server = start_server(data_dir, None, "--workers", "2", "--simulate-gpus", "1xH100")
     try:
         headers = {"Authorization": f"Bearer {server.token}"}
-        workers = set()
-        for _ in range(60):
-            body = httpx.get(f"{server.url}/v1/admin/leader", headers=headers).json()
-            if not body["replica_leads"]:
-                workers.add(pid_of(body["replica"]))
-                break
-        assert workers, "no answer came from the worker"
-        server.kill9()  # no chance to stop its workers itself
+        workers = {pid_of(r) for r in answering(server.url, headers, 2)}
+        assert len(workers) == 2, workers
+        server.kill9()  # the supervisor: no chance to stop its workers itself
         deadline = time.monotonic() + 20
         while any(alive(p) for p in workers) and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -32,9 +33,13 @@ class Platform:
         # Failed token checks per client address (api/ratelimit.py).
         self.auth_failures = FailedAuthLimiter(auth_max_failures)
         self.tokens = TokenCache(auth_cache_s)  # principals of recently checked tokens
+        # An API worker's controllers run in another process (api_workers.py): wake those.
+        self.wake_elsewhere: Callable[[], None] | None = None
 
     def wake(self) -> None:
-        if self.loop is not None:
+        if self.wake_elsewhere is not None:
+            self.wake_elsewhere()
+        elif self.loop is not None:
             self.loop.wake()
 
 

@@ -8,9 +8,10 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from gpucloud.billing.funds import Holdings
 from gpucloud.controllers.context import Context
 from gpucloud.core.states import JobState, Reason
-from gpucloud.store.billing import affordability, footprint_of
+from gpucloud.store.billing import affordability, footprint_of, holdings
 from gpucloud.store.limit_gate import LimitGate
 from gpucloud.store.models import Job
 from gpucloud.store.transitions import transition
@@ -34,6 +35,7 @@ class AdmissionController:
             # tens of milliseconds per pass. The gate itself tracks what this pass admitted.
             gate = LimitGate(session, now)
             priced = (gate.version, gate.runway_s)
+            held: dict[str, Holdings] = {}  # admitting charges nothing: read once per tenant
             for job in session.scalars(
                 select(Job)
                 .where(Job.id.in_(pending), Job.state == JobState.PENDING)
@@ -44,9 +46,10 @@ class AdmissionController:
                 if blocked is not None:
                     _wait(session, job, blocked.reason, blocked.message, now)
                     continue
-                funds = affordability(
-                    session, job.tenant_id, fp, job.max_duration_s, now, priced
-                )
+                if job.tenant_id not in held:
+                    held[job.tenant_id] = holdings(session, job.tenant_id)
+                funds = affordability(session, job.tenant_id, fp, job.max_duration_s, now,
+                                      priced, held[job.tenant_id])
                 if funds is not None and not funds.covered:
                     # Waits rather than fails: a top-up lets it through on the next pass.
                     _wait(session, job, Reason.WAITING_FOR_FUNDS, funds.explain(), now)

@@ -312,10 +312,11 @@ def affordability(
     max_duration_s: int | None,
     now: datetime,
     priced: tuple[PriceVersion | None, int] | None = None,
+    held: Holdings | None = None,
 ) -> Affordability | None:
     """Whether the tenant can start ``fp`` now; None when billing does not apply (the operator's
-    own tenant, or no price book yet). ``priced`` is the (version in force, runway seconds) a
-    caller checking many jobs at once has already loaded."""
+    own tenant, or no price book yet). ``priced`` is the (version in force, runway seconds) and
+    ``held`` the tenant's holdings that a caller checking many jobs at once has loaded."""
     tenant = session.get(Tenant, tenant_id)
     if tenant is None or tenant.is_operator:
         return None
@@ -329,7 +330,7 @@ def affordability(
     if version is None:
         return None
     fp = priced_footprint(session, version, fp)
-    held = holdings(session, tenant_id)
+    held = held if held is not None else holdings(session, tenant_id)
     missing = admission_shortfall_minor(held, version, fp, runway, max_duration_s)
     seconds = runway if max_duration_s is None else min(runway, max_duration_s)
     return Affordability(

@@ -13,6 +13,8 @@ from gpucloud.engines.base import NodeReport
 from gpucloud.store.models import Allocation, Device, Node
 from gpucloud.store.transitions import record_event
 
+_FLEET_MODELS = "gpucloud.fleet_models"  # session.info: fleet_models' memo for one session
+
 
 def device_id(node_id: str, index: int) -> str:
     return f"{node_id}/gpu{index}"
@@ -63,6 +65,7 @@ def sync_nodes(
         node.labels, node.last_seen_at = dict(report.labels), now
         node.address = report.address
         known = {d.index: d for d in node.devices}
+        session.info.pop(_FLEET_MODELS, None)  # the models may change below
         for dev in report.devices:
             row = known.get(dev.index)
             if row is None:
@@ -172,8 +175,14 @@ def allocation_gpu_model(session: Session, allocation: Allocation) -> str | None
 
 
 def fleet_models(session: Session, gpus: int) -> set[str]:
-    """Models of which some node has at least ``gpus`` devices: where such a job could land."""
-    per_node: dict[tuple[str, str], int] = {}
-    for node_id, model in session.execute(select(Device.node_id, Device.model)):
-        per_node[(node_id, model)] = per_node.get((node_id, model), 0) + 1
-    return {model for (_, model), count in per_node.items() if count >= gpus}
+    """Models of which some node has at least ``gpus`` devices: where such a job could land.
+
+    Read once per session (a pass admits or quotes many jobs): the devices change only in
+    ``sync_nodes`` above, which forgets the memo."""
+    memo: dict[int, set[str]] = session.info.setdefault(_FLEET_MODELS, {})
+    if gpus not in memo:
+        per_node: dict[tuple[str, str], int] = {}
+        for node_id, model in session.execute(select(Device.node_id, Device.model)):
+            per_node[(node_id, model)] = per_node.get((node_id, model), 0) + 1
+        memo[gpus] = {model for (_, model), count in per_node.items() if count >= gpus}
+    return set(memo[gpus])

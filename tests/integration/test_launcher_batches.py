@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from gpucloud.controllers.context import Tunables
 from gpucloud.controllers.launcher import APPLY_BATCH
+from gpucloud.core.errors import EngineError, EngineUnavailable, GpucloudError
 from gpucloud.core.jobspec import parse_job_spec
 from gpucloud.core.states import JobState
 from gpucloud.core.tenancy import Principal, Role
@@ -158,3 +159,39 @@ def test_a_job_changed_under_a_batched_apply_does_not_undo_the_others(
         assert sorted(finals) == sorted(jobs)
     finally:
         db.dispose()
+
+
+class PreparingEngine(FakeEngine):
+    """Cannot prepare the checkpoint dir of some jobs: for good (an EngineError) or for now
+    (EngineUnavailable), as an engine whose file system or mounts fail for one job would."""
+
+    broken: dict[str, GpucloudError] = {}
+
+    def checkpoint_dir(self, job_id: str) -> str:
+        if job_id in self.broken:
+            raise self.broken[job_id]
+        return super().checkpoint_dir(job_id)
+
+
+def test_a_job_whose_launch_cannot_be_prepared_never_holds_up_its_batch(db: Database) -> None:
+    engine = PreparingEngine([gpu_node()])
+    h = make_harness(db, engine)
+    jobs = submit(h, 4)
+    engine.broken = {jobs[1]: EngineError("the checkpoint dir's file system is read-only"),
+                     jobs[2]: EngineUnavailable("the engine is restarting")}
+    h.settle()
+    assert states(h, jobs) == [JobState.RUNNING, JobState.FAILED, JobState.SCHEDULED,
+                               JobState.RUNNING]
+    with db.read() as session:
+        failed = session.get_one(Job, jobs[1])
+        waiting = list(session.scalars(select(Allocation).where(Allocation.job_id == jobs[2])))
+    assert failed.reason == "LAUNCH_FAILED"
+    assert failed.message == ("could not prepare the launch: the checkpoint dir's file system "
+                              "is read-only")
+    assert waiting and all(a.launch_attempted_at is None for a in waiting)  # rolled back
+    assert engine.runs_of(jobs[1]) == [] and engine.runs_of(jobs[2]) == []
+
+    engine.broken = {}  # the engine is back: the waiting job launches, the failed one stays
+    h.settle()
+    assert states(h, jobs) == [JobState.RUNNING, JobState.FAILED, JobState.RUNNING,
+                               JobState.RUNNING]

@@ -109,13 +109,32 @@ class LauncherController:
                     finish = finish_unlaunched(StopReason(job.stop_request))
                     transition(session, job, finish.state, finish.reason, now, finish.message)
                     continue
+                spec = self._prepare_one(session, job, allocations, attempted, now)
+                if spec is not None:
+                    specs.append(spec)
+        return specs
+
+    def _prepare_one(self, session: Session, job: Job, allocations: list[Allocation],
+                     attempted: bool, now: datetime) -> LaunchSpec | None:
+        """One job's spec, in a savepoint: a job whose image, checkpoint dir or mounts cannot be
+        prepared fails (its own input: GpucloudError) or waits for the next pass (anything
+        else), and never holds up the rest of its batch."""
+        try:
+            with session.begin_nested():
                 if not attempted and not images_ready(session, self.ctx.engine, job,
                                                       allocations):
-                    continue  # its image is being prepared on its nodes (controllers/images)
+                    return None  # its image is being prepared on its nodes (controllers/images)
                 for allocation in allocations:
                     allocation.launch_attempted_at = allocation.launch_attempted_at or now
-                specs.append(build_launch_spec(session, self.ctx.engine, job, allocations))
-        return specs
+                return build_launch_spec(session, self.ctx.engine, job, allocations)
+        except EngineUnavailable as err:
+            log.warning("job %s: the engine is unavailable, will retry: %s", job.id, err)
+        except GpucloudError as err:
+            transition(session, job, JobState.FAILED, Reason.LAUNCH_FAILED, now,
+                       f"could not prepare the launch: {err}")
+        except Exception:
+            log.exception("job %s: preparing the launch failed, will retry", job.id)
+        return None
 
     def _engine_launch(self, spec: LaunchSpec) -> EngineRef | GpucloudError:
         try:

@@ -15,6 +15,7 @@ import termios
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import CLI_TIMEOUT_S, Cloud, wait_for
@@ -136,3 +137,29 @@ def test_the_idle_policy_through_the_cli(cloud: Cloud) -> None:
     assert bad.returncode != 0 and "minute" in bad.stderr
     cloud.ok("instance", "idle-policy", "--clear")
     assert cloud.cli("instance", "idle-policy").returncode == 1
+
+
+def test_a_jupyter_server_in_an_instance_answers_through_the_proxy(cloud: Cloud) -> None:
+    """A real jupyter_server (the dev extra installs it) in the instance, reached through the
+    control plane with the user's token: its status, and the instance's home in its file
+    listing."""
+    cloud.json("instance", "create", "--name", "lab", "--gpus", "1", "--gpu-type", "H100",
+               "--cpus", "0.5", "--memory", "512M", "--jupyter")
+    state_of(cloud, "lab", "RUNNING")
+    written = shell(cloud, "lab", "echo hello > ~/from-shell.txt\n")
+    assert written.returncode == 0, written.stderr
+    path = cloud.ok("instance", "jupyter", "lab").strip()
+    assert path.startswith(cloud.url) and "/jupyter" in path, path
+    headers = {"Authorization": f"Bearer {cloud.token}"}
+
+    def status() -> dict[str, Any] | None:
+        answer = httpx.get(f"{path.rstrip('/')}/api/status", headers=headers, timeout=10)
+        return answer.json() if answer.status_code == 200 else None
+
+    assert "started" in wait_for(status, "the Jupyter server's status", timeout=90)
+    listing = httpx.get(f"{path.rstrip('/')}/api/contents", headers=headers, timeout=10)
+    assert listing.status_code == 200, listing.text
+    assert "from-shell.txt" in {item["name"] for item in listing.json()["content"]}
+    anonymous = httpx.get(f"{path.rstrip('/')}/api/status", timeout=10)
+    assert anonymous.status_code == 401
+    cloud.ok("instance", "delete", "lab")

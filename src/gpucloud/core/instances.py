@@ -336,4 +336,7 @@ def instance_command(instance_id: str, jupyter: bool, python: str, home: str) ->
         # Reached only through the authenticated proxy, which sends the token.
         "--ServerApp.allow_remote_access=True",
         "--ServerApp.allow_origin=*",
+        # It runs as whoever runs the engine's jobs; as root (a container, CI) it would
+        # otherwise refuse to start. No effect for any other user.
+        "--ServerApp.allow_root=True",
     ]

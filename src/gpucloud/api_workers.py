@@ -25,6 +25,7 @@ from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event as EventType
 from typing import TYPE_CHECKING
 
+from gpucloud.core.errors import GpucloudError
 from gpucloud.settings import Settings
 
 if TYPE_CHECKING:
@@ -37,6 +38,10 @@ PARENT_POLL_S = 1.0
 START_WAIT_S = 60.0
 STOP_WAIT_S = 15.0
 RESTART_AFTER_S = 5.0  # a worker that keeps dying is started at most this often
+
+
+class WorkersFailed(GpucloudError):
+    """Not one API process came up: there is nothing to serve with."""
 
 
 def listening_socket(host: str, port: int, shared: bool) -> socket.socket:
@@ -63,8 +68,9 @@ class Supervisor:
         self._serving: list[EventType] = []
         self._started_at: list[float] = []
 
-    def start_all(self) -> None:
-        """One API process per worker, returned once each serves (or has failed: logged)."""
+    def start_all(self) -> int:
+        """One API process per worker, returned once each serves (or has failed: logged);
+        how many serve."""
         started = [self._spawn(number) for number in range(self.settings.workers)]
         self.workers = [process for process, _ in started]
         self._serving = [serving for _, serving in started]
@@ -76,6 +82,7 @@ class Supervisor:
                     log.error("API worker %s did not start (exit code %s)", process.pid,
                               process.exitcode)
                     break
+        return sum(1 for _, serving in started if serving.is_set())
 
     def restart_dead(self) -> None:
         for number, process in enumerate(self.workers):
@@ -119,7 +126,9 @@ def supervise(plane: ControlPlane, on_ready: Callable[[], None] | None) -> None:
     threading.Thread(target=_forward_wakes, args=(supervisor.wake_event, plane, stopping),
                      name="gpucloud-wakes", daemon=True).start()
     try:
-        supervisor.start_all()
+        if supervisor.start_all() == 0:
+            raise WorkersFailed(f"none of the {plane.settings.workers} API workers started; "
+                                "their errors are above")
         if on_ready is not None:
             on_ready()
         while True:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gpucloud.api.deps import Platform
 from gpucloud.api_workers import listening_socket, supervise
@@ -39,6 +39,9 @@ from gpucloud.store.db import Database, sqlite_url
 from gpucloud.store.leader import FencedDatabase, LeaderElector, replica_id
 from gpucloud.store.prices import bootstrap_prices
 from gpucloud.store.sealed import load_sealer
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("gpucloud")
 
@@ -188,7 +191,9 @@ def serve_api(
         sock.close()
 
 
-def _when_serving(server: Any, on_ready: Callable[[], None], timeout_s: float = 60) -> None:
+def _when_serving(
+    server: uvicorn.Server, on_ready: Callable[[], None], timeout_s: float = 60
+) -> None:
     """Call ``on_ready`` once uvicorn listens and the app has started, so what we print is
     true when printed (a worker cannot ask its own URL: the kernel may answer from another)."""
     deadline = time.monotonic() + timeout_s

@@ -33,6 +33,14 @@ def answering(url: str, headers: dict[str, str], want: int) -> dict[str, bool]:
     return answers
 
 
+def gone(pids: set[int], timeout_s: float = 20) -> bool:
+    """Whether every one of ``pids`` has exited within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not any(alive(p) for p in pids)
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -81,10 +89,7 @@ def test_two_api_workers_share_the_port_and_the_supervisor_leads(tmp_path: Path)
         assert len(pids) == 2 and first not in pids and second in pids, replaced
 
         server.stop()
-        deadline = time.monotonic() + 20
-        while any(alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not any(alive(p) for p in pids), "a worker outlived the supervisor"
+        assert gone(pids), "a worker outlived the supervisor"
     finally:
         server.stop()
         kill_job_processes(data_dir)
@@ -98,10 +103,7 @@ def test_the_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         workers = {pid_of(r) for r in answering(server.url, headers, 2)}
         assert len(workers) == 2, workers
         server.kill9()  # the supervisor: no chance to stop its workers itself
-        deadline = time.monotonic() + 20
-        while any(alive(p) for p in workers) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not any(alive(p) for p in workers), "the worker outlived a killed first process"
+        assert gone(workers), "the worker outlived a killed first process"
     finally:
         server.stop()
         kill_job_processes(data_dir)

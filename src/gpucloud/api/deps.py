@@ -75,16 +75,12 @@ def cached_principal(platform: Platform, secret: str, address: str) -> Principal
 
 
 def check_secret(platform: Platform, secret: str, address: str) -> Principal:
-    """The caller behind a token secret: from the token cache, else from the database."""
+    """The caller behind a token secret, from the database (after a cache miss); remembered."""
     token_hash, now = hash_token(secret), platform.ctx.clock.now()
-    with platform.auth_failures.guard(address):
-        cached = platform.tokens.get(token_hash, now)
-        if cached is not None:
-            return cached
-        with platform.ctx.db.read() as session:
-            checked = check_token(session, token_hash, now)
-        platform.tokens.put(token_hash, checked.principal, checked.expires_at)
-        return checked.principal
+    with platform.auth_failures.guard(address), platform.ctx.db.read() as session:
+        checked = check_token(session, token_hash, now)
+    platform.tokens.put(token_hash, checked.principal, checked.expires_at)
+    return checked.principal
 
 
 def client_address(request: Request) -> str:

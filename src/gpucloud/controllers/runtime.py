@@ -50,16 +50,17 @@ class ControlLoop:
         tick_s: float,
         coalesce_s: float = 0.05,
         leadership: Leadership | None = None,
-        min_gap_s: float = 0.25,
+        idle_per_busy: float = 2.0,
     ) -> None:
         self.controllers = list(controllers)
         self.leadership = leadership  # None: a single replica that always runs the controllers
         self.tick_s = tick_s
         # After a wake-up, wait this long so that a burst of API writes shares one pass.
         self.coalesce_s = coalesce_s
-        # Under a stream of writes, passes start at least this far apart: each pass reads every
-        # kind of work, so back-to-back passes would take the CPU the API needs (bench/load.py).
-        self.min_gap_s = min_gap_s
+        # Under a stream of writes, a woken loop rests this many times as long as its last pass
+        # took: each pass reads every kind of work, so back-to-back passes would take the CPU the
+        # API needs (bench/load.py), while a small fleet's short passes still follow writes fast.
+        self.idle_per_busy = idle_per_busy
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -104,6 +105,12 @@ class ControlLoop:
             return self.tick_s
         return min(max(self.tick_s, 0.1) * (1 << min(self.failing_passes, 8)), MAX_BACKOFF_S)
 
+    def rest_after_wake_s(self, last_pass_s: float) -> float:
+        """How long a woken loop waits before its next pass: the coalescing window, or longer
+        after a long pass so that the controllers take at most 1/(1 + idle_per_busy) of a core
+        under a stream of writes."""
+        return max(self.coalesce_s, self.idle_per_busy * last_pass_s)
+
     def keep_lease_once(self) -> Step | None:
         """One acquire/renew/follow step; a follower that just became leader wakes the loop."""
         if self.leadership is None:
@@ -140,11 +147,11 @@ class ControlLoop:
         while not self._stop.is_set():
             started = time.monotonic()
             self.run_pass()
+            pass_s = time.monotonic() - started
             if self.failing_passes:  # a wake-up cannot help while the database is away
                 self._stop.wait(self.next_wait_s())
             elif self._wake.wait(self.tick_s) and not self._stop.is_set():
-                gap = self.min_gap_s - (time.monotonic() - started)
-                self._stop.wait(max(self.coalesce_s, gap))
+                self._stop.wait(self.rest_after_wake_s(pass_s))
             self._wake.clear()
 
     def stop(self, timeout: float = 10.0) -> None:

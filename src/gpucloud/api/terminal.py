@@ -28,7 +28,8 @@ from gpucloud.api import instance_access
 from gpucloud.api.deps import Platform
 from gpucloud.api.routing import api_router
 from gpucloud.core.errors import GpucloudError
-from gpucloud.engines.instance_host import ShellContext, shell_context
+from gpucloud.engines.base import ShellContext
+from gpucloud.engines.instance_host import shell_context
 
 router = api_router(tags=["instances"])
 log = logging.getLogger("gpucloud.terminal")

@@ -169,3 +169,20 @@ class FaultInjector(Protocol):
 
     def inject_fault(self, node_id: str, kind: SignalKind, device_index: int | None,
                      code: int | None, duration_s: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class ShellContext:
+    """How to start a shell inside a running launch: the process the control plane starts on
+    a pty of its own (the local engine: the shell itself; Slurm: an ``srun --pty`` step)."""
+
+    argv: list[str]
+    env: Mapping[str, str]
+    cwd: str
+
+
+@runtime_checkable
+class ShellHost(Protocol):
+    """Engines that can open an interactive shell inside a running launch (instances)."""
+
+    def shell(self, ref: EngineRef) -> ShellContext: ...

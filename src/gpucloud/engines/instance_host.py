@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from gpucloud.core.errors import EngineError
-from gpucloud.engines.base import Engine, EngineRef
+from gpucloud.engines.base import Engine, EngineRef, ShellContext, ShellHost
 
 
 def instance_dir(engine: Engine, instance_id: str) -> Path:
@@ -92,35 +91,9 @@ def jupyter_address(engine: Engine, instance_id: str, run: int) -> JupyterAddres
     return None
 
 
-@dataclass(frozen=True)
-class ShellContext:
-    """How to start a shell inside a running instance: as its main process runs."""
-
-    argv: list[str]
-    env: Mapping[str, str]
-    cwd: str
-
-
 def shell_context(engine: Engine, ref: EngineRef) -> ShellContext:
-    """Local engine: a process with the run's own environment (its GPUs, HOME, volumes, the
-    image's PATH) in the instance's home. Slurm would be ``srun --jobid J --overlap --pty``;
-    it is not implemented (no interactive Slurm step can be tested here)."""
-    data_dir = getattr(engine, "data_dir", None)
-    if engine.name != "local" or not isinstance(data_dir, Path):
-        raise EngineError(f"interactive shells are not available on the {engine.name} engine "
-                          "yet; use the local engine")
-    spec_file = data_dir / "runs" / ref / "spec.json"
-    try:
-        spec = json.loads(spec_file.read_text())
-    except (OSError, ValueError) as err:
-        raise EngineError(f"run {ref}: cannot read its environment: {err}") from err
-    env = {str(k): str(v) for k, v in spec["env"].items()}
-    env.setdefault("TERM", "xterm-256color")
-    shell = env.get("SHELL") or "/bin/bash"
-    if not Path(shell).exists():
-        shell = "/bin/sh"
-    cwd = env.get("HOME") or str(spec["cwd"])
-    # A login shell's /etc/profile resets PATH: in an image, an interactive non-login shell
-    # keeps the image's venv first on PATH, as the instance's own process has it.
-    flag = "-i" if "VIRTUAL_ENV" in env else "-l"
-    return ShellContext([shell, flag] if shell.endswith("bash") else [shell], env, cwd)
+    """The shell of a running instance: with the run's own environment (its GPUs, HOME,
+    volumes, the image's PATH), in the instance's home."""
+    if not isinstance(engine, ShellHost):
+        raise EngineError(f"interactive shells are not available on the {engine.name} engine")
+    return engine.shell(ref)

@@ -48,6 +48,7 @@ from gpucloud.engines.base import (
     ReplicaSpec,
     RunPhase,
     RunStatus,
+    ShellContext,
 )
 from gpucloud.engines.local_fleet import LocalFleet
 from gpucloud.engines.logfile import read_output
@@ -392,6 +393,24 @@ class LocalEngine:
             pass
         except PermissionError as exc:
             raise EngineError(f"cannot signal run {ref}: {exc}") from exc
+
+    def shell(self, ref: EngineRef) -> ShellContext:
+        """A process with the run's own environment, in its HOME (the instance's home)."""
+        spec_file = self._run_dir(ref) / "spec.json"
+        try:
+            spec = json.loads(spec_file.read_text())
+        except (OSError, ValueError) as err:
+            raise EngineError(f"run {ref}: cannot read its environment: {err}") from err
+        env = {str(k): str(v) for k, v in spec["env"].items()}
+        env.setdefault("TERM", "xterm-256color")
+        shell = env.get("SHELL") or "/bin/bash"
+        if not Path(shell).exists():
+            shell = "/bin/sh"
+        cwd = env.get("HOME") or str(spec["cwd"])
+        # A login shell's /etc/profile resets PATH: in an image, an interactive non-login shell
+        # keeps the image's venv first on PATH, as the instance's own process has it.
+        flag = "-i" if "VIRTUAL_ENV" in env else "-l"
+        return ShellContext([shell, flag] if shell.endswith("bash") else [shell], env, cwd)
 
     def logs(self, ref: EngineRef, follow: bool = False, offset: int = 0) -> Iterator[bytes]:
         """The run's output from byte ``offset``; with ``follow``, until the run has ended."""

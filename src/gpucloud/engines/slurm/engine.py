@@ -12,6 +12,7 @@ says have ended or no longer knows.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -29,6 +30,7 @@ from gpucloud.engines.base import (
     NodeReport,
     RunPhase,
     RunStatus,
+    ShellContext,
 )
 from gpucloud.engines.fault_log import FaultLog
 from gpucloud.engines.logfile import read_output
@@ -42,7 +44,8 @@ from gpucloud.engines.slurm.parse import (
     parse_node,
 )
 from gpucloud.engines.slurm.rundir import RunDirs, safe_id, write_file
-from gpucloud.engines.slurm.script import launch_of, render
+from gpucloud.engines.slurm.script import env_file, launch_of, render
+from gpucloud.engines.slurm.shell import shell_argv
 from gpucloud.engines.slurm.status import RunFiles, is_terminal, run_status
 
 log = logging.getLogger("gpucloud.engines.slurm")
@@ -107,6 +110,7 @@ class SlurmEngine:
         snapshot_max_age_s: float = 0.5,
         unavailable_grace_s: float = 60.0,
         job_env: Mapping[str, str] | None = None,
+        slurm_conf: Path | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api = api
@@ -118,6 +122,8 @@ class SlurmEngine:
         self.unavailable_grace_s = unavailable_grace_s
         # What sbatch exports to the job besides the replica's own variables.
         self.job_env = dict(job_env) if job_env is not None else command_env(None)
+        # The config the Slurm commands this engine runs itself (srun for shells) read.
+        self.slurm_conf = slurm_conf
         self._monotonic = monotonic
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
@@ -350,6 +356,24 @@ class SlurmEngine:
             self.api.cancel(job_id)
         else:
             self.api.signal(job_id, "TERM")
+
+    # -- interactive shells ---------------------------------------------------------------------
+
+    def shell(self, ref: EngineRef) -> ShellContext:
+        """The command (and its environment) that opens a shell inside the launch's running
+        job: an overlapping ``srun --pty`` step (``shell.py``). Needs Slurm's client commands
+        on the control plane's host, which the CLI API needs too."""
+        env = command_env(self.slurm_conf)
+        env["PATH"] = self.job_env.get("PATH", env.get("PATH", ""))
+        if shutil.which("srun", path=env["PATH"]) is None:
+            raise EngineError("interactive shells on Slurm need the srun command on the "
+                              "control plane's host; install Slurm's client (slurm-client)")
+        job_id = self._find_job(safe_id("engine ref", ref))
+        if job_id is None:
+            raise EngineError(f"launch {ref} was never submitted to Slurm")
+        env.setdefault("TERM", "xterm-256color")
+        rank0_env = env_file(self.dirs.run_dir(ref), 0)
+        return ShellContext(shell_argv(job_id, rank0_env), env, str(rank0_env.parent))
 
     # -- logs ----------------------------------------------------------------------------------
 

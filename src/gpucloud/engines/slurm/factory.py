@@ -87,8 +87,12 @@ def build(settings: Settings) -> Built:
         release = api.version()
     except SlurmUnavailable as err:
         raise EngineError(f"cannot reach Slurm: {err}") from err
+    try:  # for the commands the engine runs itself (srun for shells), under either API
+        conf: Path | None = slurm_conf(settings)
+    except EngineError:
+        conf = None
     engine = SlurmEngine(api, settings.slurm_dir, partition=settings.slurm_partition,
-                         default_gpu_model=settings.slurm_gpu_model)
+                         default_gpu_model=settings.slurm_gpu_model, slurm_conf=conf)
     nodes = engine.nodes()
     if not nodes:
         where = f"partition {settings.slurm_partition!r}" if settings.slurm_partition else "Slurm"

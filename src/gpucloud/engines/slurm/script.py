@@ -46,6 +46,11 @@ def time_limit_minutes(time_limit_s: int | None, margin_s: int) -> int | None:
     return max(1, math.ceil((time_limit_s + margin) / 60))
 
 
+def env_file(run_dir: Path, rank: int) -> Path:
+    """The environment of one replica, which its task (and a shell in it) sources."""
+    return run_dir / f"env-{rank}.sh"
+
+
 @dataclass(frozen=True)
 class RunPaths:
     run_dir: Path
@@ -64,7 +69,7 @@ class RunPaths:
         return self.run_dir / "batch.log"
 
     def env_file(self, rank: int) -> Path:
-        return self.run_dir / f"env-{rank}.sh"
+        return env_file(self.run_dir, rank)
 
     def rank_log(self, rank: int) -> Path:
         return self.run_dir / f"rank-{rank}.log"

@@ -50,10 +50,13 @@ def available() -> bool:
         return done.returncode == 0 and not (Path(probe) / "w").exists()
 
 
-def _script(mounts: Sequence[Mount], read_only_dirs: Sequence[Path]) -> str:
+def mount_script(mounts: Sequence[Mount], read_only_dirs: Sequence[Path], mkdir: str,
+                 mount_bin: str) -> str:
+    """The shell script that makes the mounts inside the new namespace, then execs ``$@``.
+    The tools go by absolute path: the job's environment (an image's PATH) must not change
+    what runs."""
     q = shlex.quote
-    # By absolute path: the job's environment (an image's PATH) must not change what runs.
-    mkdir, mount_bin = (q(shutil.which(tool) or tool) for tool in ("mkdir", "mount"))
+    mkdir, mount_bin = q(mkdir), q(mount_bin)
     lines = ["set -e"]
     for path in read_only_dirs:
         where = q(str(path))
@@ -74,5 +77,7 @@ def wrap(command: Sequence[str], mounts: Sequence[Mount],
          read_only_dirs: Sequence[Path]) -> list[str]:
     """``command`` run inside a fresh mount namespace with ``mounts`` and ``read_only_dirs``."""
     unshare = shutil.which("unshare") or "unshare"
-    return [unshare, "--mount", "--propagation", "private", "/bin/sh", "-c",
-            _script(mounts, read_only_dirs), "gpucloud-mounts", *command]
+    script = mount_script(mounts, read_only_dirs, shutil.which("mkdir") or "mkdir",
+                          shutil.which("mount") or "mount")
+    return [unshare, "--mount", "--propagation", "private", "/bin/sh", "-c", script,
+            "gpucloud-mounts", *command]

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 
 from gpucloud.core.errors import EngineError
 from gpucloud.core.runs import RunPhase
-from gpucloud.engines.base import LaunchSpec, ReplicaSpec
+from gpucloud.engines.base import LaunchSpec, Mount, ReplicaSpec
 from gpucloud.engines.slurm.cli import parse_squeue_text, sbatch_args
 from gpucloud.engines.slurm.engine import Snapshot
 from gpucloud.engines.slurm.hostlist import expand
@@ -25,7 +27,12 @@ from gpucloud.engines.slurm.parse import (
     parse_node,
 )
 from gpucloud.engines.slurm.rest import submit_body
-from gpucloud.engines.slurm.script import RunPaths, render, time_limit_minutes
+from gpucloud.engines.slurm.script import (
+    NO_NAMESPACE_NOTE,
+    RunPaths,
+    render,
+    time_limit_minutes,
+)
 from gpucloud.engines.slurm.status import ExitFile, RunFiles, run_status
 
 NODE: dict[str, Any] = {
@@ -292,6 +299,31 @@ def test_each_node_gets_its_replica_s_environment_but_slurm_s_gpus() -> None:
     assert "export NODE_RANK=1" in env1 and "export MASTER_ADDR=10.0.0.1" in env1
     assert "export SECRET='it'\"'\"'s $x'" in env1  # quoted: no expansion, no injection
     assert "CUDA_VISIBLE_DEVICES" not in env1 and "HIP_VISIBLE_DEVICES" not in env1
+
+
+def with_volume(read_only: bool) -> LaunchSpec:
+    spec = launch(nodes=1, gpus=0)
+    replica = dataclasses.replace(
+        spec.replicas[0], mounts=[Mount("/shared/storage/volumes/vol_1", "/data", read_only)])
+    return dataclasses.replace(spec, replicas=[replica])
+
+
+def test_a_job_without_volumes_or_datasets_runs_without_a_mount_namespace() -> None:
+    rendered = render(launch(nodes=1, gpus=0), PATHS, GRES, partition=None, time_margin_s=300)
+    assert "unshare" not in rendered.task_script and "gpucloud_ns" not in rendered.task_script
+
+
+def test_where_the_node_refuses_a_namespace_the_links_stand_and_the_log_says_so(
+        tmp_path: Path) -> None:
+    """The task's namespace branch run for real by bash, as a non-root user would see it."""
+    task = render(with_volume(True), PATHS, GRES, partition=None, time_margin_s=300).task_script
+    assert "mount --bind -o ro" in task
+    start = task.index("gpucloud_ns=()")
+    branch = task[start:task.index("\nfi", start) + 3]
+    done = subprocess.run(["bash", "-c", 'id() { echo 1000; }\n' + branch
+                           + '\n"${gpucloud_ns[@]}" echo ran-plain'],
+                          capture_output=True, text=True, timeout=10, check=True)
+    assert done.stdout == NO_NAMESPACE_NOTE + "\nran-plain\n"
 
 
 def test_a_cpu_only_replica_keeps_gpucloud_s_empty_device_lists() -> None:

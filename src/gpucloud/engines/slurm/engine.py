@@ -196,7 +196,8 @@ class SlurmEngine:
             if not fresh and self._find_job(ref) is not None:
                 return ref
             rendered = render(spec, paths, self._gres_types([r.node_id for r in spec.replicas]),
-                              partition=self.partition, time_margin_s=self.time_margin_s)
+                              partition=self.partition, time_margin_s=self.time_margin_s,
+                              read_only_dirs=[self.dirs.root / "storage" / "datasets"])
             paths.work_dir.mkdir(parents=True, exist_ok=True)
             # Plain writes: nothing reads these files before sbatch below, and a retry after a
             # crash rewrites them all before it submits.

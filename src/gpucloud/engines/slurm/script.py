@@ -18,14 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpucloud.core.catalog import VISIBLE_ENV
+from gpucloud.core.datasets import dataset_env_name
 from gpucloud.core.errors import EngineError
 from gpucloud.core.volumes import link_path
 from gpucloud.engines.base import LaunchSpec, ReplicaSpec
+from gpucloud.engines.mount_ns import mount_script
 
 JOB_NAME_PREFIX = "gpucloud-"
 NOT_IN_LAUNCH_EXIT = 97  # a task on a node that is not one of the launch's replicas
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _VISIBLE = frozenset(VISIBLE_ENV.values())
+_DATASET_ENV = dataset_env_name("")  # GPUCLOUD_DATASET_: the replica reads a dataset
+NO_NAMESPACE_NOTE = ("gpucloud: volumes are linked into the working directory, not mounted (the "
+                     "job does not run as root on this node, or unshare is missing), so ':ro' "
+                     "volumes and datasets are protected only by file modes")
 
 
 def job_name(launch_id: str) -> str:
@@ -124,8 +130,10 @@ def _layout(spec: LaunchSpec) -> tuple[list[str], dict[str, list[ReplicaSpec]]]:
 
 
 def _task_text(spec: LaunchSpec, paths: RunPaths, per_node: Mapping[str, list[ReplicaSpec]],
-               gpus_per_task: int) -> str:
+               gpus_per_task: int, read_only_dirs: Sequence[Path]) -> str:
     run = shlex.quote(str(paths.run_dir))
+    namespace = _namespace(spec, read_only_dirs)
+    prefix = '"${gpucloud_ns[@]}" ' if namespace else ""
     cases = "\n".join(
         f"  {shlex.quote(f'{node}:{local}')}) rank={replica.rank} ;;"
         for node, replicas in per_node.items() for local, replica in enumerate(replicas)
@@ -152,11 +160,11 @@ case "$SLURMD_NODENAME:$local" in
 esac
 exec >"$RUN/rank-$rank.log" 2>&1 </dev/null
 . "$RUN/env-$rank.sh" || exit {NOT_IN_LAUNCH_EXIT}{share}
-cd {shlex.quote(str(paths.work_dir))} || exit {NOT_IN_LAUNCH_EXIT}{_mount_links(spec)}
+cd {shlex.quote(str(paths.work_dir))} || exit {NOT_IN_LAUNCH_EXIT}{_mount_links(spec)}{namespace}
 # A handler (not an ignore, which the command would inherit): SIGTERM ends the command, and
 # this shell lives on to record its exit code.
 trap 'true' TERM
-{shlex.join(spec.command)}
+{prefix}{shlex.join(spec.command)}
 code=$?
 printf '%s\\n' "$code" >"$RUN/exit-$rank.tmp" && mv -f "$RUN/exit-$rank.tmp" "$RUN/exit-$rank"
 exit "$code"
@@ -172,6 +180,28 @@ def _mount_links(spec: LaunchSpec) -> str:
         lines.append(f"mkdir -p \"$(dirname {link})\" && ln -sfn {shlex.quote(mount.source)} "
                      f"{link}")
     return "".join("\n" + line for line in lines)
+
+
+def _namespace(spec: LaunchSpec, read_only_dirs: Sequence[Path]) -> str:
+    """With volumes or datasets, the command runs in a mount namespace of its own, as on the
+    local engine (``mount_ns``): volumes bind-mounted at their paths, ``:ro`` ones and the
+    dataset store read-only. Whether the node allows it (the job runs as root there, with
+    util-linux unshare) is probed on the node; if not, the links above stand and the rank's
+    log says what is not enforced."""
+    replica = spec.replicas[0]
+    uses_datasets = any(k.startswith(_DATASET_ENV) for k in replica.env)
+    if not replica.mounts and not uses_datasets:
+        return ""
+    script = mount_script(replica.mounts, read_only_dirs if uses_datasets else (),
+                          "/bin/mkdir", "/bin/mount")
+    unshare = "/usr/bin/unshare --mount --propagation private"
+    return f"""
+gpucloud_ns=()
+if [ "$(id -u)" = 0 ] && [ -x /usr/bin/unshare ] && {unshare} /bin/true 2>/dev/null; then
+  gpucloud_ns=({unshare} /bin/sh -c {shlex.quote(script)} gpucloud-mounts)
+else
+  echo {shlex.quote(NO_NAMESPACE_NOTE)}
+fi"""
 
 
 def _batch_text(spec: LaunchSpec, paths: RunPaths, nodes: int, per_node: int) -> str:
@@ -219,6 +249,7 @@ def render(
     *,
     partition: str | None,
     time_margin_s: int,
+    read_only_dirs: Sequence[Path] = (),
 ) -> Rendered:
     """``gres_types``: each node's GPUs as GRES types, by gpucloud's device index.
 
@@ -264,6 +295,6 @@ def render(
     )
     return Rendered(
         submission=submission,
-        task_script=_task_text(spec, paths, per_node, gpus),
+        task_script=_task_text(spec, paths, per_node, gpus, read_only_dirs),
         env_files={r.rank: _env_text(r) for r in spec.replicas},
     )

@@ -9,6 +9,9 @@ GPUS_PER_NODE=8, its default state dir and ports), then on the same cluster, in 
             same shape, one after another, until gpucloud reports them all ended.
 
 Both are timed from the first submission to the last job's end; `ratio` = gpucloud_s / raw_s.
+Each side also reports when its last submission returned, and the CPU it used: raw, its sbatch
+and squeue commands; gpucloud, the control plane's process and the Slurm commands it ran (on
+a machine that also runs every Slurm daemon, CPU taken from Slurm).
 The raw run goes first, so gpucloud's job listings also carry the raw jobs that squeue keeps
 for MinJobAge (the harder case for it). Then it measures the two Slurm APIs of the engine (the
 CLI's JSON and slurmrestd) call by call: listing jobs (with the ~2N jobs squeue now holds),
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -70,31 +74,53 @@ def wait_idle(cluster: SlurmCluster, timeout_s: float = 300) -> None:
         time.sleep(0.2)
 
 
-def raw_run(cluster: SlurmCluster, jobs: int) -> float:
+def raw_run(cluster: SlurmCluster, jobs: int) -> tuple[float, float, float]:
+    """Seconds until the last submission returned and until the last job ended, and the CPU
+    seconds its sbatch and squeue commands used."""
     name = f"bench-raw-{uuid.uuid4().hex[:8]}"
     args = ["sbatch", "--parsable", f"--job-name={name}", "--output=/dev/null",
             "--cpus-per-task=1", "--mem=1024M", "--no-requeue", "--wrap", "true"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     for _ in range(jobs):
         cluster.run(*args)
+    submitted = time.perf_counter() - start
     while cluster.run("squeue", "-h", "-n", name, "-t", "PD,R,CG,CF", "-o", "%i").stdout.strip():
         time.sleep(0.05)
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    commands_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return submitted, elapsed, commands_cpu
 
 
-def gpucloud_run(cluster: SlurmCluster, jobs: int, api: str, data_dir: Path) -> tuple[float, Any]:
+def cpu_s(pid: int) -> tuple[float, float]:
+    """User + system CPU seconds of a process so far, and of its ended children (the Slurm
+    commands it ran), from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+
+
+def gpucloud_run(cluster: SlurmCluster, jobs: int, api: str,
+                 data_dir: Path) -> tuple[float, float, tuple[float, float], Any]:
+    """Seconds until the last submission returned and until the last job ended, and the CPU
+    seconds the control plane used meanwhile."""
     server = start_cloud(data_dir, cluster, api=api)
     try:
         client = httpx.Client(base_url=server.url, timeout=60,
                               headers={"Authorization": f"Bearer {server.token}"})
+        cpu_before = cpu_s(server.process.pid)
         start = time.perf_counter()
         for _ in range(jobs):
             client.post("/v1/jobs", json=JOB,
                         headers={"Idempotency-Key": str(uuid.uuid4())}).raise_for_status()
+        submitted = time.perf_counter() - start
         while client.get("/v1/jobs", params={"state": list(ACTIVE_STATES), "limit": 1}
                          ).json()["items"]:
             time.sleep(0.05)
         elapsed = time.perf_counter() - start
+        cpu_after = cpu_s(server.process.pid)
+        server_cpu = (cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1])
         states: dict[str, int] = {}
         cursor = None
         while True:
@@ -107,7 +133,7 @@ def gpucloud_run(cluster: SlurmCluster, jobs: int, api: str, data_dir: Path) -> 
             cursor = page.get("next_cursor")
             if not cursor:
                 break
-        return elapsed, states
+        return submitted, elapsed, server_cpu, states
     finally:
         server.stop()
 
@@ -158,9 +184,10 @@ def main() -> None:
     version = cluster.run("sinfo", "--version").stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         wait_idle(cluster)
-        raw_s = raw_run(cluster, args.jobs)
+        raw_submitted_s, raw_s, raw_cpu_s = raw_run(cluster, args.jobs)
         wait_idle(cluster)
-        gpucloud_s, states = gpucloud_run(cluster, args.jobs, args.api, Path(tmp) / "data")
+        gpucloud_submitted_s, gpucloud_s, server_cpu_s, states = gpucloud_run(
+            cluster, args.jobs, args.api, Path(tmp) / "data")
         wait_idle(cluster)
         apis = compare_apis(cluster, Path(tmp) / "api")
         wait_idle(cluster)
@@ -170,6 +197,13 @@ def main() -> None:
         "raw_s": round(raw_s, 2),
         "gpucloud_s": round(gpucloud_s, 2),
         "ratio": round(gpucloud_s / raw_s, 3),
+        "raw_submitted_s": round(raw_submitted_s, 2),  # the last submission returned
+        "raw_commands_cpu_s": round(raw_cpu_s, 2),
+        "gpucloud_submitted_s": round(gpucloud_submitted_s, 2),
+        # The control plane's CPU during its half: on a machine that also runs every Slurm
+        # daemon, this is time taken from Slurm.
+        "gpucloud_server_cpu_s": round(server_cpu_s[0], 2),
+        "gpucloud_slurm_commands_cpu_s": round(server_cpu_s[1], 2),  # its sbatch and squeue
         "gpucloud_states": states,
         "slurm": version,
         "nodes": len(cluster.nodes),
@@ -183,9 +217,14 @@ def main() -> None:
         return
     print(f"{version}, {len(cluster.nodes)} nodes; machine: {result['machine']}")
     print(f"{args.jobs} jobs of `true` (1 CPU, 1 GiB), first submission to last end:")
-    print(f"  raw sbatch     {raw_s:7.2f} s  ({args.jobs / raw_s:5.1f} jobs/s)")
+    print(f"  raw sbatch     {raw_s:7.2f} s  ({args.jobs / raw_s:5.1f} jobs/s; last submission "
+          f"returned at {raw_submitted_s:.2f} s; its commands' CPU {raw_cpu_s:.2f} s)")
     print(f"  gpucloud       {gpucloud_s:7.2f} s  ({args.jobs / gpucloud_s:5.1f} jobs/s, "
-          f"engine API {args.api}; end states {states})")
+          f"engine API {args.api}; last submission returned at {gpucloud_submitted_s:.2f} s; "
+          f"end states {states})")
+    print(f"  control plane CPU during its run: {server_cpu_s[0]:.2f} s "
+          f"({server_cpu_s[0] * 1000 / args.jobs:.1f} ms per job), and its Slurm commands' "
+          f"{server_cpu_s[1]:.2f} s")
     print(f"  ratio          {gpucloud_s / raw_s:7.3f}  (target <= 1.10)")
     print(f"Slurm APIs, median ms per call (squeue holds {apis['jobs_listed']} jobs):")
     print("  call          CLI --json   slurmrestd   CLI text (squeue -O, what the engine uses)")

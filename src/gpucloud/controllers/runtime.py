@@ -57,8 +57,8 @@ class ControlLoop:
         self.tick_s = tick_s
         # After a wake-up, wait this long so that a burst of API writes shares one pass.
         self.coalesce_s = coalesce_s
-        # Under a stream of writes, a woken loop rests this many times as long as its last pass
-        # took: each pass reads every kind of work, so back-to-back passes would take the CPU the
+        # Under a stream of writes, a woken loop rests this many times the CPU its last pass
+        # used: each pass reads every kind of work, so back-to-back passes would take the CPU the
         # API needs (bench/load.py), while a small fleet's short passes still follow writes fast.
         self.idle_per_busy = idle_per_busy
         self._wake = threading.Event()
@@ -105,11 +105,11 @@ class ControlLoop:
             return self.tick_s
         return min(max(self.tick_s, 0.1) * (1 << min(self.failing_passes, 8)), MAX_BACKOFF_S)
 
-    def rest_after_wake_s(self, last_pass_s: float) -> float:
+    def rest_after_wake_s(self, last_pass_cpu_s: float) -> float:
         """How long a woken loop waits before its next pass: the coalescing window, or longer
-        after a long pass so that the controllers take at most 1/(1 + idle_per_busy) of a core
-        under a stream of writes."""
-        return max(self.coalesce_s, self.idle_per_busy * last_pass_s)
+        after a pass that used much CPU, so that the controllers take at most
+        1/(1 + idle_per_busy) of a core under a stream of writes."""
+        return max(self.coalesce_s, self.idle_per_busy * last_pass_cpu_s)
 
     def keep_lease_once(self) -> Step | None:
         """One acquire/renew/follow step; a follower that just became leader wakes the loop."""
@@ -145,13 +145,15 @@ class ControlLoop:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            started = time.monotonic()
+            # CPU, not wall time: a pass that waits on Slurm's commands or the database takes
+            # nothing from the API while it waits.
+            started = time.thread_time()
             self.run_pass()
-            pass_s = time.monotonic() - started
+            pass_cpu_s = time.thread_time() - started
             if self.failing_passes:  # a wake-up cannot help while the database is away
                 self._stop.wait(self.next_wait_s())
             elif self._wake.wait(self.tick_s) and not self._stop.is_set():
-                self._stop.wait(self.rest_after_wake_s(pass_s))
+                self._stop.wait(self.rest_after_wake_s(pass_cpu_s))
             self._wake.clear()
 
     def stop(self, timeout: float = 10.0) -> None:

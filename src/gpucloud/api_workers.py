@@ -122,6 +122,7 @@ def supervise(plane: ControlPlane, on_ready: Callable[[], None] | None) -> None:
     interrupted (Ctrl-C or SIGTERM, raised in this, the main, thread)."""
     supervisor = Supervisor(plane.settings)
     stopping = threading.Event()
+    plane.loop.lower_priority = True  # this process serves no request: see ControlLoop
     plane.loop.start()
     threading.Thread(target=_forward_wakes, args=(supervisor.wake_event, plane, stopping),
                      name="gpucloud-wakes", daemon=True).start()

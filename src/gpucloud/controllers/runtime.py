@@ -7,6 +7,7 @@ leader lease, and passes run only on the replica that holds it; the others serve
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -41,6 +42,17 @@ class Leadership(Protocol):
     def release(self) -> None: ...
 
 
+CONTROLLER_NICE = 10
+
+
+def _lower_this_threads_priority() -> None:
+    """Linux keeps a nice value per thread: this lowers only the calling thread's."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CONTROLLER_NICE)
+    except (AttributeError, OSError) as err:  # not Linux, or not permitted: no harm
+        log.debug("could not lower the controllers' priority: %s", err)
+
+
 class ControlLoop:
     """A crash in one controller is logged and retried next tick; it never stops the others."""
 
@@ -68,6 +80,12 @@ class ControlLoop:
         self.passes = 0
         # Passes in a row that met an unavailable database: the wait grows while it lasts.
         self.failing_passes = 0
+        # With the API in processes of their own (api_workers.py), the controllers' thread runs
+        # at a lower priority: under CPU contention requests go first, as a pass can wait and a
+        # user cannot (bench/load.py on PostgreSQL: single-object p99 28-33 ms -> 18-25 ms).
+        # Never in a process that also serves the API: descheduled while holding the GIL, the
+        # thread would hold up every request (p99 95 -> 139 ms).
+        self.lower_priority = False
 
     def wake(self) -> None:
         """Called by the API after a write, so a new job is placed without waiting a tick."""
@@ -144,6 +162,8 @@ class ControlLoop:
         self._thread.start()
 
     def _run(self) -> None:
+        if self.lower_priority:
+            _lower_this_threads_priority()
         while not self._stop.is_set():
             # CPU, not wall time: a pass that waits on Slurm's commands or the database takes
             # nothing from the API while it waits.

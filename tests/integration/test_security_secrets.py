@@ -99,6 +99,18 @@ def test_failed_token_checks_are_rate_limited_per_address(server: Server) -> Non
         assert http.get("/v1/jobs").status_code == 401
 
 
+def test_the_doors_into_instances_count_and_refuse_guesses_too(server: Server) -> None:
+    """The Jupyter proxy (and the shell, which checks tokens the same way) is not a way
+    around the limit: its guesses count, and a limited address is refused there."""
+    with httpx.Client(base_url=server.url, timeout=20) as http:
+        bad = {"Authorization": "Bearer not-a-real-token"}
+        jupyter = "/v1/instances/no-such/jupyter/api/status"
+        answers = [http.get(jupyter, headers=bad).status_code for _ in range(MAX_FAILURES)]
+        assert answers == [401] * MAX_FAILURES
+        assert http.get(jupyter, headers=bad).status_code == 429
+        assert http.get("/v1/jobs", headers=bad).status_code == 429  # one count per address
+
+
 def test_the_window_slides() -> None:
     now = [0.0]
     limiter = FailedAuthLimiter(max_failures=3, window_s=10, now=lambda: now[0])

@@ -12,37 +12,36 @@ from dataclasses import dataclass
 
 from starlette.datastructures import Headers
 
-from gpucloud.api.deps import Platform
+from gpucloud.api.deps import Platform, cached_principal, check_secret
 from gpucloud.api.problems import problem, status_of
 from gpucloud.core.errors import Conflict, GpucloudError, Unauthenticated
 from gpucloud.core.instances import InstanceState
 from gpucloud.core.tenancy import Principal, Role
 from gpucloud.store import instances as store
-from gpucloud.store.accounts import authenticate
 from gpucloud.store.jobs import active_allocations
 
 
-def caller(platform: Platform, headers: Headers, cookies: Mapping[str, str],
+def caller(platform: Platform, headers: Headers, cookies: Mapping[str, str], address: str,
            session_policy: object | None = None) -> Principal:
-    """The bearer token's owner, else the console session's; Unauthenticated otherwise."""
+    """The bearer token's owner, else the console session's; Unauthenticated otherwise. The
+    check is the API's: the token cache, and the failed-check limit per client address."""
     scheme, _, secret = headers.get("authorization", "").partition(" ")
-    now = platform.ctx.clock.now()
     if scheme.lower() == "bearer" and secret.strip():
-        with platform.ctx.db.read() as session:
-            return authenticate(session, secret.strip(), now)
+        cached = cached_principal(platform, secret.strip(), address)
+        return cached if cached is not None else check_secret(platform, secret.strip(), address)
     from gpucloud.console.auth import SESSION_COOKIE
     from gpucloud.console.sessions import SessionPolicy, SignInRequired, resolve
 
     cookie = cookies.get(SESSION_COOKIE)
     if cookie:
-
         rules = session_policy if isinstance(session_policy, SessionPolicy) else SessionPolicy()
-        try:
-            with platform.ctx.db.read() as session:
-                return resolve(session, cookie, now, rules).principal
-        except SignInRequired as err:
-            raise Unauthenticated(f"the console session is not valid ({err}); sign in "
-                                  "again") from err
+        with platform.auth_failures.guard(address):
+            try:
+                with platform.ctx.db.read() as session:
+                    return resolve(session, cookie, platform.ctx.clock.now(), rules).principal
+            except SignInRequired as err:
+                raise Unauthenticated(f"the console session is not valid ({err}); sign in "
+                                      "again") from err
     raise Unauthenticated("missing API token: send 'Authorization: Bearer TOKEN' or sign in "
                           "to the console")
 

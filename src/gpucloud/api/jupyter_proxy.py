@@ -122,8 +122,9 @@ async def _relay(websocket: WebSocket, upstream: ClientConnection) -> None:
 
 def _locate(platform: Platform, connection: Request | WebSocket,
             ref: str) -> tuple[instance_access.RunningInstance, JupyterAddress]:
+    peer = connection.client.host if connection.client is not None else "unknown"
     who: Principal = instance_access.caller(
-        platform, connection.headers, connection.cookies,
+        platform, connection.headers, connection.cookies, peer,
         getattr(connection.app.state, "console_sessions", None))
     target = instance_access.running(platform, who, ref)
     if target.jupyter_token is None:

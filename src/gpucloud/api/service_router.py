@@ -300,9 +300,9 @@ async def _caller(platform: Platform, routing: ServiceRouter, request: Request,
         return cached[1]
 
     def check() -> Principal:
-        with platform.auth_failures.guard(client_address(request)):
-            return instance_access.caller(platform, request.headers, request.cookies,
-                                          getattr(request.app.state, "console_sessions", None))
+        return instance_access.caller(platform, request.headers, request.cookies,
+                                      client_address(request),
+                                      getattr(request.app.state, "console_sessions", None))
 
     who = await run_in_threadpool(check)
     if len(routing.callers) > 10_000:

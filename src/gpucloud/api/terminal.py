@@ -43,6 +43,7 @@ async def shell(websocket: WebSocket, ref: str, rows: int = 24, cols: int = 80) 
     try:
         who = await run_in_threadpool(
             instance_access.caller, platform, websocket.headers, websocket.cookies,
+            websocket.client.host if websocket.client is not None else "unknown",
             getattr(websocket.app.state, "console_sessions", None))
         target = await run_in_threadpool(instance_access.running, platform, who, ref)
         context = await run_in_threadpool(shell_context, platform.ctx.engine, target.engine_ref)

@@ -47,6 +47,7 @@ from gpucloud.engines.slurm.rundir import RunDirs, safe_id, write_file
 from gpucloud.engines.slurm.script import env_file, launch_of, render
 from gpucloud.engines.slurm.shell import shell_argv
 from gpucloud.engines.slurm.status import RunFiles, is_terminal, run_status
+from gpucloud.engines.storage_dirs import storage_root
 
 log = logging.getLogger("gpucloud.engines.slurm")
 DRILL_REASON = "gpucloud drill: heartbeat loss"
@@ -197,7 +198,7 @@ class SlurmEngine:
                 return ref
             rendered = render(spec, paths, self._gres_types([r.node_id for r in spec.replicas]),
                               partition=self.partition, time_margin_s=self.time_margin_s,
-                              read_only_dirs=[self.dirs.root / "storage" / "datasets"])
+                              read_only_dirs=[storage_root(self) / "datasets"])
             paths.work_dir.mkdir(parents=True, exist_ok=True)
             # Plain writes: nothing reads these files before sbatch below, and a retry after a
             # crash rewrites them all before it submits.

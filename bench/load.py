@@ -46,6 +46,8 @@ from tests.servers import kill_job_processes, start_server
 
 from bench.api_latency import percentile
 from bench.machine import describe
+from gpucloud.store.db import Database
+from gpucloud.store.pg_checks import server_settings, warnings_for
 
 FULL_S = 300.0
 CI_S = 30.0
@@ -277,8 +279,10 @@ def run(duration_s: float, rate: float, database_url: str | None, seed: int,
         data_dir = Path(tmp) / "data"
         extra = ["--simulate-gpus", "8xH100", "--workers", str(workers)]
         with (fresh_postgres(database_url) if database_url else _none()) as db_url:
+            settings: dict[str, str] = {}
             if db_url:
                 extra += ["--database-url", db_url]
+                settings = database_settings(db_url)
             server = start_server(data_dir, None, *extra)
             try:
                 token, job_ids, node_ids = set_up(server.url, server.token)
@@ -305,6 +309,8 @@ def run(duration_s: float, rate: float, database_url: str | None, seed: int,
     return {
         "machine": describe(),
         "database": "postgresql" if database_url else "sqlite",
+        # autovacuum off (some CI images) makes every read slower as the run goes on
+        "database_settings": settings,
         "workers": workers,
         "duration_s": duration_s,
         "rate_rps": rate,
@@ -322,6 +328,15 @@ def run(duration_s: float, rate: float, database_url: str | None, seed: int,
     }
 
 
+def database_settings(url: str) -> dict[str, str]:
+    """The server settings gpucloud warns about (store/pg_checks.py), for the report."""
+    db = Database(url)
+    try:
+        return server_settings(db)
+    finally:
+        db.dispose()
+
+
 @contextmanager
 def _none() -> Iterator[None]:
     yield None
@@ -335,6 +350,11 @@ def print_report(report: dict[str, Any]) -> None:
           f"{report['duration_s']:g} s: {report['requests']} requests "
           f"({report['achieved_rps']} /s achieved), driver lag p99 "
           f"{report['driver_lag_p99_ms']} ms")
+    if report["database_settings"]:
+        shown = ", ".join(f"{k} = {v}" for k, v in sorted(report["database_settings"].items()))
+        print(f"database server: {shown}")
+        for warning in warnings_for(report["database_settings"]):
+            print(f"WARNING: {warning}")
     print(f"{'class':<14}{'requests':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'errors':>8}")
     rows = [*report["classes"].items(), ("", None), *report["operations"].items()]
     for name, f in rows:

@@ -72,6 +72,32 @@ def state_of(cloud: Cloud, name: str, *states: str) -> dict[str, Any]:
     return wait_for(reached, f"instance {name} {'/'.join(states)}", timeout=90)
 
 
+def jupyter_answers_through_the_proxy(cloud: Cloud, name: str, home_file: str,
+                                      timeout: float) -> None:
+    """The instance's Jupyter server, reached with the user's token: its status, and
+    ``home_file`` in its listing of the home; refused without gpucloud auth."""
+    path = cloud.ok("instance", "jupyter", name).strip()
+    assert path.startswith(cloud.url) and "/jupyter" in path, path
+    path = path.rstrip("/")
+    headers = {"Authorization": f"Bearer {cloud.token}"}
+
+    def status() -> dict[str, Any] | None:
+        answer = httpx.get(f"{path}/api/status", headers=headers, timeout=10)
+        return answer.json() if answer.status_code == 200 else None
+
+    assert "started" in wait_for(status, "the Jupyter server's status", timeout=timeout)
+    listing = httpx.get(f"{path}/api/contents", headers=headers, timeout=10)
+    assert listing.status_code == 200, listing.text
+    assert home_file in {item["name"] for item in listing.json()["content"]}
+    assert httpx.get(f"{path}/api/status", timeout=10).status_code == 401
+
+
+def wait_deleted(cloud: Cloud, name: str) -> None:
+    wait_for(lambda: any(i["name"] == name and i["state"] == "DELETED"
+                         for i in cloud.json("instance", "list", "--deleted")),
+             f"instance {name} DELETED", timeout=90)
+
+
 def test_an_instance_through_the_cli(cloud: Cloud) -> None:
     created = cloud.json("instance", "create", "--name", "box", "--gpus", "1", "--gpu-type",
                          "H100", "--image", "cuda-base", "--cpus", "0.5", "--memory", "512M",
@@ -115,9 +141,7 @@ def test_an_instance_through_the_cli(cloud: Cloud) -> None:
     assert "READY" in built
 
     assert "deleting" in cloud.ok("instance", "delete", "box")
-    wait_for(lambda: any(i["name"] == "box" and i["state"] == "DELETED"
-                         for i in cloud.json("instance", "list", "--deleted")),
-             "instance box DELETED", timeout=90)
+    wait_deleted(cloud, "box")
     assert all(i["name"] != "box" for i in cloud.json("instance", "list"))
     late = cloud.cli("image", "save", created["id"], "too-late")
     assert late.returncode == 1 and "is deleted" in late.stderr, late.stderr
@@ -148,18 +172,5 @@ def test_a_jupyter_server_in_an_instance_answers_through_the_proxy(cloud: Cloud)
     state_of(cloud, "lab", "RUNNING")
     written = shell(cloud, "lab", "echo hello > ~/from-shell.txt\n")
     assert written.returncode == 0, written.stderr
-    path = cloud.ok("instance", "jupyter", "lab").strip()
-    assert path.startswith(cloud.url) and "/jupyter" in path, path
-    headers = {"Authorization": f"Bearer {cloud.token}"}
-
-    def status() -> dict[str, Any] | None:
-        answer = httpx.get(f"{path.rstrip('/')}/api/status", headers=headers, timeout=10)
-        return answer.json() if answer.status_code == 200 else None
-
-    assert "started" in wait_for(status, "the Jupyter server's status", timeout=90)
-    listing = httpx.get(f"{path.rstrip('/')}/api/contents", headers=headers, timeout=10)
-    assert listing.status_code == 200, listing.text
-    assert "from-shell.txt" in {item["name"] for item in listing.json()["content"]}
-    anonymous = httpx.get(f"{path.rstrip('/')}/api/status", timeout=10)
-    assert anonymous.status_code == 401
+    jupyter_answers_through_the_proxy(cloud, "lab", "from-shell.txt", timeout=90)
     cloud.ok("instance", "delete", "lab")

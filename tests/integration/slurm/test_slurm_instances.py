@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Any
 
-import httpx
 import pytest
 
 from tests.e2e.conftest import Cloud, wait_for
-from tests.e2e.test_instances_cli import shell, shell_on_a_tty, state_of
+from tests.e2e.test_instances_cli import (
+    jupyter_answers_through_the_proxy,
+    shell,
+    shell_on_a_tty,
+    state_of,
+    wait_deleted,
+)
 from tests.integration.slurm.cluster import SlurmCluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -75,9 +79,7 @@ def test_a_shell_into_an_instance_on_slurm(cloud: Cloud, slurm: SlurmCluster) ->
     again = shell(cloud, "sbox", "cat ~/notes.txt\n")
     assert "kept" in again.stdout, again.stdout
     cloud.ok("instance", "delete", "sbox")
-    wait_for(lambda: any(i["name"] == "sbox" and i["state"] == "DELETED"
-                         for i in cloud.json("instance", "list", "--deleted")),
-             "instance sbox DELETED", timeout=90)
+    wait_deleted(cloud, "sbox")
     assert not [j for j in slurm.jobs() if j["job_state"] in ("RUNNING", "PENDING")]
 
 
@@ -91,19 +93,6 @@ def test_a_jupyter_server_in_an_instance_on_slurm_answers_through_the_proxy(
     slurm_job_of(cloud, slurm, "slab")
     written = shell(cloud, "slab", "echo hello > ~/from-slurm.txt\n")
     assert written.returncode == 0, written.stderr
-    path = cloud.ok("instance", "jupyter", "slab").strip().rstrip("/")
-    headers = {"Authorization": f"Bearer {cloud.token}"}
-
-    def status() -> dict[str, Any] | None:
-        answer = httpx.get(f"{path}/api/status", headers=headers, timeout=10)
-        return answer.json() if answer.status_code == 200 else None
-
-    assert "started" in wait_for(status, "the Jupyter server's status", timeout=120)
-    listing = httpx.get(f"{path}/api/contents", headers=headers, timeout=10)
-    assert listing.status_code == 200, listing.text
-    assert "from-slurm.txt" in {item["name"] for item in listing.json()["content"]}
-    assert httpx.get(f"{path}/api/status", timeout=10).status_code == 401
+    jupyter_answers_through_the_proxy(cloud, "slab", "from-slurm.txt", timeout=120)
     cloud.ok("instance", "delete", "slab")
-    wait_for(lambda: any(i["name"] == "slab" and i["state"] == "DELETED"
-                         for i in cloud.json("instance", "list", "--deleted")),
-             "instance slab DELETED", timeout=90)
+    wait_deleted(cloud, "slab")

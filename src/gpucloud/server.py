@@ -37,7 +37,6 @@ from gpucloud.store import migrate
 from gpucloud.store.accounts import bootstrap_operator
 from gpucloud.store.db import Database, sqlite_url
 from gpucloud.store.leader import FencedDatabase, LeaderElector, replica_id
-from gpucloud.store.pg_checks import server_settings, warnings_for
 from gpucloud.store.prices import bootstrap_prices
 from gpucloud.store.sealed import load_sealer
 
@@ -117,8 +116,6 @@ def build(settings: Settings, clock: Clock | None = None) -> ControlPlane:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url or sqlite_url(settings.data_dir))
     migrate.upgrade(db)
-    for warning in warnings_for(server_settings(db)):
-        log.warning("%s", warning)
     built = ENGINES[settings.engine](settings)
     ctx = Context(
         db=db,

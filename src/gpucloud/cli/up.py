@@ -21,9 +21,12 @@ from gpucloud.cli.output import console
 from gpucloud.core.errors import InvalidRequest
 from gpucloud.core.quantities import parse_simulated_gpus
 from gpucloud.settings import DEFAULT_PORT, Settings, default_data_dir
+from gpucloud.store.pg_checks import server_settings, warnings_for
 
 if TYPE_CHECKING:
     from gpucloud.server import ControlPlane
+
+log = logging.getLogger("gpucloud")
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -208,6 +211,9 @@ def up(
     )
     with sigterm_stops():
         plane = _build(settings)
+        # Once, here: the API workers build planes of their own on the same database.
+        for warning in warnings_for(server_settings(plane.platform.ctx.db)):
+            log.warning("%s", warning)
         text = banner(settings, plane.engine_note, plane.new_admin_token is not None)
         server.serve(plane, on_ready=lambda: console.print(text, markup=False))
     console.print("gpucloud stopped", markup=False)

@@ -11,18 +11,20 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from gpucloud.engines.slurm.script import NOT_IN_LAUNCH_EXIT
+
 # A shell in an image stays non-login, so /etc/profile does not reset the image's PATH (as on
 # the local engine); without one it is a login shell.
-_STEP_SCRIPT = """. {env} || exit 97
+_STEP_SCRIPT = """. {env} || exit {not_in_launch}
 cd "${{HOME:-{run}}}" 2>/dev/null || cd {run}
-export TERM="${{TERM:-xterm-256color}}"
 if [ -n "${{VIRTUAL_ENV:-}}" ]; then exec /bin/bash -i; else exec /bin/bash -l; fi
 """
 
 
 def shell_argv(job_id: int, env_file: Path) -> list[str]:
     script = _STEP_SCRIPT.format(env=shlex.quote(str(env_file)),
-                                 run=shlex.quote(str(env_file.parent)))
+                                 run=shlex.quote(str(env_file.parent)),
+                                 not_in_launch=NOT_IN_LAUNCH_EXIT)
     return [
         "srun", f"--jobid={job_id}", "--overlap", "--pty",
         "--nodes=1", "--ntasks=1", "--quiet", "--export=ALL",
